@@ -1,0 +1,174 @@
+//! The in-memory adapter: one process is the whole cluster. Broadcasts encode their
+//! packet once and queue the same bytes on every recipient's session.
+
+use super::{AckResponses, Adapter, AdapterError, BroadcastOptions, LocalRooms, Room, SocketId, SocketInfo};
+use crate::io::{Namespace, WeakNamespace};
+use crate::protocol::socket_packet::{encode, Packet};
+use crate::protocol::Value;
+use async_trait::async_trait;
+use std::time::Duration;
+
+pub struct MemoryAdapter {
+    ns: WeakNamespace,
+    rooms: LocalRooms,
+}
+
+impl MemoryAdapter {
+    pub fn new(ns: &Namespace) -> MemoryAdapter {
+        MemoryAdapter { ns: ns.downgrade(), rooms: LocalRooms::default() }
+    }
+
+    /// The local room index (for adapters that build on this one).
+    pub fn local_rooms(&self) -> &LocalRooms {
+        &self.rooms
+    }
+
+    /// Delivers a packet to the matching local sockets; returns how many got it.
+    pub fn deliver_local(&self, packet: &Packet, opts: &BroadcastOptions) -> usize {
+        let Some(ns) = self.ns.upgrade() else { return 0 };
+        let encoded = encode(packet);
+        let mut sent = 0;
+        for id in self.rooms.matching(opts) {
+            if let Some(socket) = ns.local_socket(&id) {
+                if socket.send_encoded(&encoded, opts.flags.volatile) {
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    }
+
+    /// Runs a broadcast that collects acks over the local sockets.
+    pub async fn broadcast_with_ack_local(&self, mut packet: Packet, opts: &BroadcastOptions) -> AckResponses {
+        let Some(ns) = self.ns.upgrade() else {
+            return AckResponses { responses: vec![], expected: 0, timed_out: false };
+        };
+        let id = ns.next_ack_id();
+        packet.id = Some(id);
+        let encoded = encode(&packet);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut expected = 0;
+        for sid in self.rooms.matching(opts) {
+            if let Some(socket) = ns.local_socket(&sid) {
+                socket.expect_ack_many(id, tx.clone());
+                if socket.send_encoded(&encoded, false) {
+                    expected += 1;
+                } else {
+                    socket.forget_ack(id);
+                }
+            }
+        }
+        drop(tx);
+        let mut responses = Vec::with_capacity(expected);
+        let deadline = opts.flags.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut timed_out = false;
+        while responses.len() < expected {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
+                    Ok(v) => v,
+                    Err(_) => {
+                        timed_out = true;
+                        break;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            match next {
+                Some(args) => responses.push(args.into_iter().next().unwrap_or(Value::Null)),
+                // Every socket still expected has disconnected: nothing more will come.
+                None => {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        if timed_out {
+            for sid in self.rooms.matching(opts) {
+                if let Some(socket) = ns.local_socket(&sid) {
+                    socket.forget_ack(id);
+                }
+            }
+        }
+        AckResponses { responses, expected, timed_out }
+    }
+
+    pub fn fetch_local(&self, opts: &BroadcastOptions) -> Vec<SocketInfo> {
+        let Some(ns) = self.ns.upgrade() else { return vec![] };
+        self.rooms
+            .matching(opts)
+            .into_iter()
+            .filter_map(|id| ns.local_socket(&id))
+            .map(|s| SocketInfo { id: s.id().clone(), handshake: s.handshake().clone(), rooms: self.rooms.socket_rooms(s.id()), data: s.data() })
+            .collect()
+    }
+
+    pub fn add_sockets_local(&self, opts: &BroadcastOptions, rooms: &[Room]) {
+        for id in self.rooms.matching(opts) {
+            self.rooms.add_all(&id, rooms);
+        }
+    }
+
+    pub fn del_sockets_local(&self, opts: &BroadcastOptions, rooms: &[Room]) {
+        for id in self.rooms.matching(opts) {
+            for room in rooms {
+                self.rooms.del(&id, room);
+            }
+        }
+    }
+
+    pub fn disconnect_local(&self, opts: &BroadcastOptions, close: bool) {
+        let Some(ns) = self.ns.upgrade() else { return };
+        for id in self.rooms.matching(opts) {
+            if let Some(socket) = ns.local_socket(&id) {
+                socket.disconnect(close);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Adapter for MemoryAdapter {
+    fn add_all(&self, id: &SocketId, rooms: &[Room]) {
+        self.rooms.add_all(id, rooms)
+    }
+    fn del(&self, id: &SocketId, room: &Room) {
+        self.rooms.del(id, room)
+    }
+    fn del_all(&self, id: &SocketId) {
+        self.rooms.del_all(id)
+    }
+    fn socket_rooms(&self, id: &SocketId) -> Vec<Room> {
+        self.rooms.socket_rooms(id)
+    }
+    fn rooms(&self) -> Vec<Room> {
+        self.rooms.rooms()
+    }
+    fn broadcast(&self, packet: Packet, opts: BroadcastOptions) {
+        self.deliver_local(&packet, &opts);
+    }
+    async fn broadcast_with_ack(&self, packet: Packet, opts: BroadcastOptions) -> Result<AckResponses, AdapterError> {
+        Ok(self.broadcast_with_ack_local(packet, &opts).await)
+    }
+    async fn fetch_sockets(&self, opts: BroadcastOptions) -> Result<Vec<SocketInfo>, AdapterError> {
+        Ok(self.fetch_local(&opts))
+    }
+    async fn add_sockets(&self, opts: BroadcastOptions, rooms: Vec<Room>) -> Result<(), AdapterError> {
+        self.add_sockets_local(&opts, &rooms);
+        Ok(())
+    }
+    async fn del_sockets(&self, opts: BroadcastOptions, rooms: Vec<Room>) -> Result<(), AdapterError> {
+        self.del_sockets_local(&opts, &rooms);
+        Ok(())
+    }
+    async fn disconnect_sockets(&self, opts: BroadcastOptions, close: bool) -> Result<(), AdapterError> {
+        self.disconnect_local(&opts, close);
+        Ok(())
+    }
+    async fn server_side_emit(&self, _event: &str, _args: Vec<Value>, _timeout: Option<Duration>) -> Result<Vec<Value>, AdapterError> {
+        // One process: there is no other node to hear it.
+        Ok(Vec::new())
+    }
+    async fn server_count(&self) -> usize {
+        1
+    }
+}

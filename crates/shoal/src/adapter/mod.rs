@@ -1,0 +1,137 @@
+//! The adapter: the one seam between "this process" and "the cluster".
+//!
+//! The socket layer asks its namespace's adapter to index rooms, to broadcast, and to run
+//! the operations that may reach sockets on other nodes (fetch, join, leave, disconnect,
+//! server-side events). [`MemoryAdapter`] serves one process; a cluster adapter (Redis)
+//! wraps the same local index and adds the publishing and the requests that wait for
+//! answers from other nodes, which is why the cross-node operations are `async` and fail
+//! with an [`AdapterError`].
+
+mod memory;
+mod rooms;
+
+pub use memory::MemoryAdapter;
+pub use rooms::LocalRooms;
+
+use crate::io::{Handshake, Namespace};
+use crate::protocol::socket_packet::Packet;
+use crate::protocol::Value;
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type Room = Arc<str>;
+pub type SocketId = Arc<str>;
+
+/// Flags of a broadcast, as the official `BroadcastFlags`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BroadcastFlags {
+    /// Only this node's sockets.
+    pub local: bool,
+    /// May be dropped for a client that is not ready to receive.
+    pub volatile: bool,
+    /// Time to wait for acks, when the broadcast expects them.
+    pub timeout: Option<Duration>,
+}
+
+/// Who a broadcast or a cluster operation targets: sockets in any of `rooms` (all
+/// sockets when empty), minus sockets in any of `except`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BroadcastOptions {
+    pub rooms: Vec<Room>,
+    pub except: Vec<Room>,
+    pub flags: BroadcastFlags,
+}
+
+/// A socket as seen by `fetch_sockets`: possibly on another node.
+#[derive(Clone, Debug)]
+pub struct SocketInfo {
+    pub id: SocketId,
+    pub handshake: Handshake,
+    pub rooms: Vec<Room>,
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdapterError {
+    /// Not every node answered a request in time.
+    Timeout { waited: Duration, missing: usize },
+    /// The cluster transport (e.g. Redis) is unavailable.
+    Unavailable(String),
+    /// A node answered with something that could not be understood.
+    BadResponse(String),
+}
+
+impl std::fmt::Display for AdapterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdapterError::Timeout { waited, missing } => {
+                write!(f, "timeout reached after {} ms: {missing} answer(s) missing", waited.as_millis())
+            }
+            AdapterError::Unavailable(why) => write!(f, "cluster unavailable: {why}"),
+            AdapterError::BadResponse(why) => write!(f, "bad response from another node: {why}"),
+        }
+    }
+}
+impl std::error::Error for AdapterError {}
+
+/// Outcome of a broadcast that collects acks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckResponses {
+    /// The first argument of each ack received, in arrival order.
+    pub responses: Vec<Value>,
+    /// How many sockets were sent the packet (and so how many acks were expected).
+    pub expected: usize,
+    /// True if some acks did not arrive before the timeout.
+    pub timed_out: bool,
+}
+
+/// One namespace's view of the cluster. Created by an [`AdapterFactory`] per namespace.
+#[async_trait]
+pub trait Adapter: Send + Sync + 'static {
+    /// Adds a local socket to rooms.
+    fn add_all(&self, id: &SocketId, rooms: &[Room]);
+    /// Removes a local socket from one room.
+    fn del(&self, id: &SocketId, room: &Room);
+    /// Removes a local socket from every room.
+    fn del_all(&self, id: &SocketId);
+    /// The rooms of a local socket (empty if unknown).
+    fn socket_rooms(&self, id: &SocketId) -> Vec<Room>;
+    /// All rooms with at least one local socket.
+    fn rooms(&self) -> Vec<Room>;
+
+    /// Sends a packet to every matching socket, here and (unless `local`) on other nodes.
+    /// The packet is encoded once. Never waits: cluster publishing is queued in order.
+    fn broadcast(&self, packet: Packet, opts: BroadcastOptions);
+
+    /// Broadcasts a packet that expects an ack from every recipient and collects them
+    /// until all arrived or `opts.flags.timeout` passed.
+    async fn broadcast_with_ack(&self, packet: Packet, opts: BroadcastOptions) -> Result<AckResponses, AdapterError>;
+
+    /// Sockets matching `opts`, on every node (only here with `local`).
+    async fn fetch_sockets(&self, opts: BroadcastOptions) -> Result<Vec<SocketInfo>, AdapterError>;
+    /// Makes matching sockets join rooms.
+    async fn add_sockets(&self, opts: BroadcastOptions, rooms: Vec<Room>) -> Result<(), AdapterError>;
+    /// Makes matching sockets leave rooms.
+    async fn del_sockets(&self, opts: BroadcastOptions, rooms: Vec<Room>) -> Result<(), AdapterError>;
+    /// Disconnects matching sockets (and their whole connection with `close`).
+    async fn disconnect_sockets(&self, opts: BroadcastOptions, close: bool) -> Result<(), AdapterError>;
+
+    /// Emits an event to the other nodes' handlers of this namespace. With a timeout,
+    /// waits for every other node's ack and returns them (first argument of each).
+    async fn server_side_emit(&self, event: &str, args: Vec<Value>, timeout: Option<Duration>) -> Result<Vec<Value>, AdapterError>;
+
+    /// Number of nodes in the cluster, this one included.
+    async fn server_count(&self) -> usize;
+
+    /// Releases what the adapter holds (subscriptions, tasks) when the server stops.
+    async fn close(&self) {}
+}
+
+/// Creates the adapter of each namespace.
+pub type AdapterFactory = Arc<dyn Fn(&Namespace) -> Arc<dyn Adapter> + Send + Sync>;
+
+/// The factory of the in-memory adapter (the default).
+pub fn memory() -> AdapterFactory {
+    Arc::new(|ns: &Namespace| Arc::new(MemoryAdapter::new(ns)) as Arc<dyn Adapter>)
+}

@@ -1,0 +1,124 @@
+//! The local room index of one namespace: room → sockets and socket → rooms. Shared by
+//! every adapter, since local delivery is the same whether or not there is a cluster.
+
+use super::{BroadcastOptions, Room, SocketId};
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+#[derive(Default)]
+pub struct LocalRooms {
+    inner: RwLock<Index>,
+}
+
+#[derive(Default)]
+struct Index {
+    rooms: HashMap<Room, HashSet<SocketId>>,
+    sids: HashMap<SocketId, HashSet<Room>>,
+}
+
+impl LocalRooms {
+    pub fn add_all(&self, id: &SocketId, rooms: &[Room]) {
+        let mut ix = self.inner.write().unwrap();
+        for room in rooms {
+            ix.sids.entry(id.clone()).or_default().insert(room.clone());
+            ix.rooms.entry(room.clone()).or_default().insert(id.clone());
+        }
+    }
+
+    pub fn del(&self, id: &SocketId, room: &Room) {
+        let mut ix = self.inner.write().unwrap();
+        if let Some(rooms) = ix.sids.get_mut(id) {
+            rooms.remove(room);
+        }
+        if let Some(members) = ix.rooms.get_mut(room) {
+            members.remove(id);
+            if members.is_empty() {
+                ix.rooms.remove(room);
+            }
+        }
+    }
+
+    pub fn del_all(&self, id: &SocketId) {
+        let mut ix = self.inner.write().unwrap();
+        if let Some(rooms) = ix.sids.remove(id) {
+            for room in rooms {
+                if let Some(members) = ix.rooms.get_mut(&room) {
+                    members.remove(id);
+                    if members.is_empty() {
+                        ix.rooms.remove(&room);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn socket_rooms(&self, id: &SocketId) -> Vec<Room> {
+        let ix = self.inner.read().unwrap();
+        let mut rooms: Vec<Room> = ix.sids.get(id).map(|r| r.iter().cloned().collect()).unwrap_or_default();
+        rooms.sort();
+        rooms
+    }
+
+    pub fn rooms(&self) -> Vec<Room> {
+        self.inner.read().unwrap().rooms.keys().cloned().collect()
+    }
+
+    /// The local sockets a broadcast with `opts` reaches, each once.
+    pub fn matching(&self, opts: &BroadcastOptions) -> Vec<SocketId> {
+        let ix = self.inner.read().unwrap();
+        let excluded: HashSet<&SocketId> = opts
+            .except
+            .iter()
+            .filter_map(|room| ix.rooms.get(room))
+            .flat_map(|members| members.iter())
+            .collect();
+        if opts.rooms.is_empty() {
+            return ix.sids.keys().filter(|id| !excluded.contains(id)).cloned().collect();
+        }
+        let mut seen: HashSet<&SocketId> = HashSet::new();
+        let mut out = Vec::new();
+        for room in &opts.rooms {
+            if let Some(members) = ix.rooms.get(room) {
+                for id in members {
+                    if !excluded.contains(id) && seen.insert(id) {
+                        out.push(id.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn r(s: &str) -> Room {
+        s.into()
+    }
+    #[test]
+    fn union_of_rooms_each_socket_once_minus_except() {
+        let ix = LocalRooms::default();
+        ix.add_all(&r("a"), &[r("a"), r("x"), r("y")]);
+        ix.add_all(&r("b"), &[r("b"), r("x")]);
+        ix.add_all(&r("c"), &[r("c"), r("y")]);
+        let opts = |rooms: &[&str], except: &[&str]| BroadcastOptions {
+            rooms: rooms.iter().map(|s| r(s)).collect(),
+            except: except.iter().map(|s| r(s)).collect(),
+            ..Default::default()
+        };
+        let mut m = ix.matching(&opts(&["x", "y"], &[]));
+        m.sort();
+        assert_eq!(m, vec![r("a"), r("b"), r("c")]);
+        let mut m = ix.matching(&opts(&["x", "y"], &["a"]));
+        m.sort();
+        assert_eq!(m, vec![r("b"), r("c")]);
+        let mut m = ix.matching(&opts(&[], &["y"]));
+        m.sort();
+        assert_eq!(m, vec![r("b")]);
+        ix.del_all(&r("a"));
+        assert!(ix.socket_rooms(&r("a")).is_empty());
+        ix.del(&r("b"), &r("x"));
+        assert!(!ix.rooms().contains(&r("x")));
+    }
+}

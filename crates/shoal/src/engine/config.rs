@@ -1,0 +1,103 @@
+//! Engine.IO settings, with the reference server's defaults.
+
+use http::request::Parts;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which transports a client may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transports {
+    pub polling: bool,
+    pub websocket: bool,
+}
+
+impl Transports {
+    pub const ALL: Transports = Transports { polling: true, websocket: true };
+    pub const POLLING: Transports = Transports { polling: true, websocket: false };
+    pub const WEBSOCKET: Transports = Transports { polling: false, websocket: true };
+
+    /// Parses a list such as `polling,websocket`.
+    pub fn parse(list: &str) -> Result<Transports, String> {
+        let mut t = Transports { polling: false, websocket: false };
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match name {
+                "polling" => t.polling = true,
+                "websocket" => t.websocket = true,
+                other => return Err(format!("unknown transport {other:?} (expected polling or websocket)")),
+            }
+        }
+        if !t.polling && !t.websocket {
+            return Err("at least one transport must be enabled".into());
+        }
+        Ok(t)
+    }
+}
+
+/// Cross-origin settings for polling requests (WebSocket is not subject to CORS).
+#[derive(Clone, Debug, Default)]
+pub struct Cors {
+    /// Allowed origins; empty means any origin (`*`, or the request's origin with credentials).
+    pub origins: Vec<String>,
+    /// Sends `Access-Control-Allow-Credentials: true` (cookies, auth headers).
+    pub credentials: bool,
+}
+
+/// Decides whether a handshake may proceed. `Err(message)` answers 403 with that message.
+pub type AllowRequest = Arc<dyn Fn(&Parts) -> Result<(), String> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// URL path the engine answers on, with leading and trailing slash.
+    pub path: String,
+    /// Time between two server pings (default 25 s).
+    pub ping_interval: Duration,
+    /// Time a client has to answer a ping (default 20 s).
+    pub ping_timeout: Duration,
+    /// Largest message or polling body a client may send, in bytes (default 1 MB).
+    pub max_payload: usize,
+    pub transports: Transports,
+    /// `None`: no CORS headers at all (same-origin only for browsers).
+    pub cors: Option<Cors>,
+    pub allow_request: Option<AllowRequest>,
+    /// How long a client has to finish an upgrade to WebSocket (default 10 s).
+    pub upgrade_timeout: Duration,
+    /// Bytes that may wait in one session's outbound queue before the session is
+    /// closed as too slow (default 8 MiB).
+    pub max_buffered_bytes: usize,
+    /// Longest time one WebSocket write may take before the session is dropped (default 10 s).
+    pub write_timeout: Duration,
+    /// Prefix of every session id; names the owner node in a cluster.
+    pub node_id: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            path: "/engine.io/".into(),
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            transports: Transports::ALL,
+            cors: None,
+            allow_request: None,
+            upgrade_timeout: Duration::from_secs(10),
+            max_buffered_bytes: 8 << 20,
+            write_timeout: Duration::from_secs(10),
+            node_id: crate::engine::sid::random_node_id(),
+        }
+    }
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("path", &self.path)
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_timeout", &self.ping_timeout)
+            .field("max_payload", &self.max_payload)
+            .field("transports", &self.transports)
+            .field("cors", &self.cors)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}

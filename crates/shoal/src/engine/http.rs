@@ -1,0 +1,288 @@
+//! Routing of one HTTP request to the engine: query checks, the error answers of the
+//! protocol, CORS, and the handshake. Polling GET/POST go to `polling.rs`, upgrades to
+//! `websocket.rs`.
+
+use super::session::{HandshakeRequest, Session, TransportKind};
+use super::{polling, websocket, EngineShared};
+use crate::protocol::engine_packet::{OutPacket, PacketType};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub type ResponseBody = Full<Bytes>;
+
+/// The peer address of the TCP connection a request came on, as a request extension.
+/// shoal's own listener sets it; an app that mounts the engine elsewhere should too.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The error codes of the Engine.IO protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    UnknownTransport = 0,
+    UnknownSid = 1,
+    BadHandshakeMethod = 2,
+    BadRequest = 3,
+    Forbidden = 4,
+    UnsupportedProtocolVersion = 5,
+}
+
+impl ErrorCode {
+    pub fn message(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownTransport => "Transport unknown",
+            ErrorCode::UnknownSid => "Session ID unknown",
+            ErrorCode::BadHandshakeMethod => "Bad handshake method",
+            ErrorCode::BadRequest => "Bad request",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::UnsupportedProtocolVersion => "Unsupported protocol version",
+        }
+    }
+}
+
+pub(crate) struct Query<'a> {
+    pub eio: Option<&'a str>,
+    pub transport: Option<&'a str>,
+    pub sid: Option<String>,
+}
+
+fn parse_query(query: &str) -> Query<'_> {
+    let mut q = Query { eio: None, transport: None, sid: None };
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "EIO" => q.eio = Some(v),
+            "transport" => q.transport = Some(v),
+            "sid" => q.sid = Some(percent_decode(v)),
+            _ => {}
+        }
+    }
+    q
+}
+
+pub fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_owned();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The JSON error answer of the protocol, with CORS headers when configured.
+pub(crate) fn error_response(engine: &EngineShared, req_headers: &HeaderMap, code: ErrorCode, message: Option<&str>) -> Response<ResponseBody> {
+    let status = if code == ErrorCode::Forbidden { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
+    let mut text = String::new();
+    crate::protocol::value::write_json_string(message.unwrap_or(code.message()), &mut text);
+    let body = format!("{{\"code\":{},\"message\":{}}}", code as u8, text);
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    add_cors(engine, req_headers, res.headers_mut());
+    res
+}
+
+pub(crate) fn plain_response(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=UTF-8"));
+    res
+}
+
+/// Adds the CORS headers of the engine's configuration to a response.
+pub(crate) fn add_cors(engine: &EngineShared, req_headers: &HeaderMap, headers: &mut HeaderMap) {
+    let Some(cors) = &engine.config.cors else { return };
+    let origin = req_headers.get(header::ORIGIN);
+    let allowed = match origin {
+        _ if cors.origins.is_empty() => {
+            if cors.credentials {
+                origin.cloned()
+            } else {
+                Some(HeaderValue::from_static("*"))
+            }
+        }
+        Some(o) => cors.origins.iter().any(|a| a.as_bytes() == o.as_bytes()).then(|| o.clone()),
+        None => None,
+    };
+    if let Some(value) = allowed {
+        let star = value == "*";
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        if !star {
+            headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        if cors.credentials {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
+    }
+}
+
+fn preflight(engine: &EngineShared, req_headers: &HeaderMap) -> Response<ResponseBody> {
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    let h = res.headers_mut();
+    add_cors(engine, req_headers, h);
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"));
+    if let Some(asked) = req_headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+        h.append(header::VARY, HeaderValue::from_static("Access-Control-Request-Headers"));
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    res
+}
+
+pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+pub(crate) async fn handle<B>(engine: &Arc<EngineShared>, mut req: Request<B>) -> Response<ResponseBody>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let headers = req.headers().clone();
+    if req.method() == Method::OPTIONS && engine.config.cors.is_some() {
+        return preflight(engine, &headers);
+    }
+    let query_string = req.uri().query().unwrap_or("").to_owned();
+    let q = parse_query(&query_string);
+    // The checks run in the reference server's order, so clients see the same codes.
+    let transport = match q.transport {
+        Some("polling") if engine.config.transports.polling => TransportKind::Polling,
+        Some("websocket") if engine.config.transports.websocket => TransportKind::WebSocket,
+        _ => return error_response(engine, &headers, ErrorCode::UnknownTransport, None),
+    };
+    let upgrade = is_websocket_upgrade(&headers);
+
+    if let Some(sid) = &q.sid {
+        let Some(session) = engine.get(sid) else {
+            return error_response(engine, &headers, ErrorCode::UnknownSid, None);
+        };
+        if transport == TransportKind::WebSocket {
+            if !upgrade || req.method() != Method::GET {
+                return error_response(engine, &headers, ErrorCode::BadRequest, None);
+            }
+            return websocket::upgrade(engine, session, req);
+        }
+        if session.transport() != TransportKind::Polling {
+            return error_response(engine, &headers, ErrorCode::BadRequest, None);
+        }
+        return match *req.method() {
+            Method::GET => polling::get(engine, session, &headers).await,
+            Method::POST => polling::post(engine, session, req).await,
+            _ => {
+                let mut res = plain_response(StatusCode::INTERNAL_SERVER_ERROR, "");
+                add_cors(engine, &headers, res.headers_mut());
+                res
+            }
+        };
+    }
+
+    // A new session.
+    if req.method() != Method::GET {
+        return error_response(engine, &headers, ErrorCode::BadHandshakeMethod, None);
+    }
+    if transport == TransportKind::WebSocket && !upgrade {
+        return error_response(engine, &headers, ErrorCode::BadRequest, None);
+    }
+    if let Some(allow) = &engine.config.allow_request {
+        let (parts, body) = req.into_parts();
+        if let Err(message) = allow(&parts) {
+            return error_response(engine, &headers, ErrorCode::Forbidden, Some(&message));
+        }
+        req = Request::from_parts(parts, body);
+    }
+    if q.eio != Some("4") {
+        return error_response(engine, &headers, ErrorCode::UnsupportedProtocolVersion, None);
+    }
+    if engine.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        return error_response(engine, &headers, ErrorCode::Forbidden, Some("Server is shutting down"));
+    }
+    handshake(engine, transport, req)
+}
+
+fn handshake<B>(engine: &Arc<EngineShared>, transport: TransportKind, req: Request<B>) -> Response<ResponseBody>
+where
+    B: http_body::Body + Send + 'static,
+{
+    let address = req
+        .extensions()
+        .get::<PeerAddr>()
+        .map(|p| p.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let secure = req.uri().scheme_str() == Some("https");
+    let info = HandshakeRequest {
+        headers: req.headers().clone(),
+        uri: req.uri().clone(),
+        address,
+        issued: SystemTime::now(),
+        secure,
+    };
+    let sid = super::sid::new_sid(&engine.config.node_id);
+    let session = Arc::new(Session::new(sid, transport, info, Arc::downgrade(engine)));
+    let upgrades = if transport == TransportKind::Polling && engine.config.transports.websocket {
+        "[\"websocket\"]"
+    } else {
+        "[]"
+    };
+    let open = format!(
+        "{{\"sid\":\"{}\",\"upgrades\":{},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
+        session.sid,
+        upgrades,
+        engine.config.ping_interval.as_millis(),
+        engine.config.ping_timeout.as_millis(),
+        engine.config.max_payload
+    );
+    tracing::debug!(sid = %session.sid, ?transport, peer = %address, "handshake");
+    match transport {
+        TransportKind::Polling => {
+            engine.insert(session.clone());
+            engine.handler.on_open(&session);
+            tokio::spawn(session.clone().heartbeat());
+            let mut packets = vec![OutPacket::text(PacketType::Open, &open)];
+            packets.extend(session.drain());
+            let headers = session.handshake.headers.clone();
+            polling::payload_response(engine, &headers, &packets)
+        }
+        TransportKind::WebSocket => {
+            let _ = session.send(OutPacket::text(PacketType::Open, &open));
+            websocket::open(engine, session, req)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn query_and_percent_decoding() {
+        let q = parse_query("EIO=4&transport=polling&sid=a%7Eb&t=x");
+        assert_eq!(q.eio, Some("4"));
+        assert_eq!(q.transport, Some("polling"));
+        assert_eq!(q.sid.as_deref(), Some("a~b"));
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%é%41"), "%éA");
+    }
+}

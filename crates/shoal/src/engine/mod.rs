@@ -1,0 +1,135 @@
+//! The Engine.IO server (protocol 4): handshake, the session table, HTTP long-polling,
+//! WebSocket, the upgrade from one to the other, heartbeats, limits and CORS.
+//!
+//! It hands complete messages (text or binary) to an [`EngineHandler`] and knows nothing
+//! of Socket.IO. `http.rs` routes a request; `polling.rs` and `websocket.rs` are the two
+//! transports; `session.rs` is one session's state.
+
+pub mod config;
+mod http;
+mod polling;
+pub mod session;
+pub mod sid;
+mod websocket;
+
+pub use self::http::{percent_decode, ErrorCode, PeerAddr, ResponseBody};
+pub use config::{AllowRequest, Cors, EngineConfig, Transports};
+pub use session::{CloseReason, HandshakeRequest, Session, SessionClosed, TransportKind};
+
+use crate::protocol::engine_packet::Packet;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// A complete message from a client.
+#[derive(Debug, Clone)]
+pub enum Message {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// What sits above the engine (the Socket.IO layer, or an app speaking raw Engine.IO).
+/// Calls for one session come in order; none of them may block.
+pub trait EngineHandler: Send + Sync + 'static {
+    /// A session finished its handshake.
+    fn on_open(&self, session: &Arc<Session>);
+    /// A session received a message.
+    fn on_message(&self, session: &Arc<Session>, message: Message);
+    /// A session closed (called once).
+    fn on_close(&self, session: &Session, reason: CloseReason);
+}
+
+pub(crate) struct EngineShared {
+    pub config: EngineConfig,
+    pub handler: Arc<dyn EngineHandler>,
+    sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    shutting_down: AtomicBool,
+}
+
+impl EngineShared {
+    pub fn get(&self, sid: &str) -> Option<Arc<Session>> {
+        self.sessions.read().unwrap().get(sid).cloned()
+    }
+    pub fn insert(&self, session: Arc<Session>) {
+        self.sessions.write().unwrap().insert(session.sid.clone(), session);
+    }
+    pub fn remove(&self, sid: &str) {
+        self.sessions.write().unwrap().remove(sid);
+    }
+
+    /// Acts on one packet from a client, whatever transport carried it.
+    pub fn on_packet(&self, session: &Arc<Session>, packet: Packet) {
+        match packet {
+            Packet::Message(text) => self.handler.on_message(session, Message::Text(text)),
+            Packet::Binary(bytes) => self.handler.on_message(session, Message::Binary(bytes)),
+            Packet::Pong(_) => session.on_pong(),
+            // In protocol 4 only the server pings.
+            Packet::Ping(_) => {
+                tracing::debug!(sid = %session.sid, "ping from a client: invalid heartbeat direction");
+                session.close(CloseReason::TransportError);
+            }
+            Packet::Close => session.close(CloseReason::TransportClose),
+            Packet::Open | Packet::Upgrade | Packet::Noop => {}
+        }
+    }
+}
+
+/// An Engine.IO server. Cheap to clone; every clone is the same server.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) shared: Arc<EngineShared>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Engine {
+        Engine {
+            shared: Arc::new(EngineShared {
+                config,
+                handler,
+                sessions: RwLock::new(HashMap::new()),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// True if the request's path is this engine's path.
+    pub fn matches<B>(&self, req: &::http::Request<B>) -> bool {
+        req.uri().path().starts_with(&self.shared.config.path)
+    }
+
+    /// Answers one HTTP request addressed to the engine's path.
+    pub async fn handle<B>(&self, req: ::http::Request<B>) -> ::http::Response<ResponseBody>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        http::handle(&self.shared, req).await
+    }
+
+    pub fn session(&self, sid: &str) -> Option<Arc<Session>> {
+        self.shared.get(sid)
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.read().unwrap().len()
+    }
+
+    /// Refuses new sessions from now on and closes every open one with `reason`.
+    pub fn close_all(&self, reason: CloseReason) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        let sessions: Vec<_> = self.shared.sessions.read().unwrap().values().cloned().collect();
+        for s in sessions {
+            s.close(reason);
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,156 @@
+//! HTTP long-polling: a GET waits for queued packets and returns them joined by `\x1e`;
+//! a POST carries the client's packets and is answered `ok`. One GET and one POST at a
+//! time per session: a second concurrent one is a protocol violation that closes it.
+
+use super::http::{add_cors, error_response, ErrorCode, ResponseBody};
+use super::session::{CloseReason, Session, TransportKind};
+use super::EngineShared;
+use crate::protocol::engine_packet::{decode_payload, encode_payload, OutPacket, PacketType};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use std::sync::Arc;
+
+/// Clears a session's in-flight flag even when the request future is dropped.
+struct Busy<'a> {
+    session: &'a Session,
+    get: bool,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut st = self.session.state.lock().unwrap();
+        if self.get {
+            st.get_active = false;
+        } else {
+            st.post_active = false;
+        }
+    }
+}
+
+pub(crate) fn payload_response(engine: &EngineShared, req_headers: &HeaderMap, packets: &[OutPacket]) -> Response<ResponseBody> {
+    let mut res = Response::new(Full::new(encode_payload(packets)));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=UTF-8"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    add_cors(engine, req_headers, res.headers_mut());
+    res
+}
+
+pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, headers: &HeaderMap) -> Response<ResponseBody> {
+    {
+        let mut st = session.state.lock().unwrap();
+        if st.get_active {
+            drop(st);
+            tracing::debug!(sid = %session.sid, "overlapping polling GET");
+            session.close(CloseReason::TransportError);
+            return error_response(engine, headers, ErrorCode::BadRequest, None);
+        }
+        st.get_active = true;
+    }
+    let _busy = Busy { session: &session, get: true };
+    loop {
+        let notified = session.writable.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let mut st = session.state.lock().unwrap();
+            if st.transport == TransportKind::WebSocket || st.upgrading {
+                // The client is moving to WebSocket: release its pending GET.
+                return payload_response(engine, headers, &[OutPacket::control(PacketType::Noop)]);
+            }
+            if let Some(reason) = st.closed {
+                // The last answer of a closed session: what was queued, then the close
+                // packet (or a noop when the client itself closed). The session goes.
+                st.outbox_bytes = 0;
+                let mut packets: Vec<OutPacket> = st.outbox.drain(..).collect();
+                drop(st);
+                if packets.is_empty() {
+                    let last = if reason == CloseReason::TransportClose { PacketType::Noop } else { PacketType::Close };
+                    packets.push(OutPacket::control(last));
+                }
+                engine.remove(&session.sid);
+                return payload_response(engine, headers, &packets);
+            }
+            if !st.outbox.is_empty() {
+                st.outbox_bytes = 0;
+                let packets: Vec<OutPacket> = st.outbox.drain(..).collect();
+                drop(st);
+                return payload_response(engine, headers, &packets);
+            }
+        }
+        notified.await;
+    }
+}
+
+pub(crate) async fn post<B>(engine: &Arc<EngineShared>, session: Arc<Session>, req: Request<B>) -> Response<ResponseBody>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let headers = req.headers().clone();
+    {
+        let mut st = session.state.lock().unwrap();
+        if st.closed.is_some() {
+            drop(st);
+            return error_response(engine, &headers, ErrorCode::UnknownSid, None);
+        }
+        if st.post_active {
+            drop(st);
+            tracing::debug!(sid = %session.sid, "overlapping polling POST");
+            session.close(CloseReason::TransportError);
+            return error_response(engine, &headers, ErrorCode::BadRequest, None);
+        }
+        st.post_active = true;
+    }
+    let _busy = Busy { session: &session, get: false };
+    let max = engine.config.max_payload;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large(engine, &session, &headers);
+    }
+    let body: Bytes = match Limited::new(req.into_body(), max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return too_large(engine, &session, &headers);
+            }
+            tracing::debug!(sid = %session.sid, error = %e, "polling POST body failed");
+            session.close(CloseReason::TransportError);
+            return error_response(engine, &headers, ErrorCode::BadRequest, None);
+        }
+    };
+    let packets = match decode_payload(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(sid = %session.sid, error = %e, "bad polling payload");
+            session.close(CloseReason::ParseError);
+            return error_response(engine, &headers, ErrorCode::BadRequest, None);
+        }
+    };
+    for packet in packets {
+        if session.is_closed() {
+            break; // packets after a close packet are ignored
+        }
+        engine.on_packet(&session, packet);
+    }
+    let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    add_cors(engine, &headers, res.headers_mut());
+    res
+}
+
+fn too_large(engine: &EngineShared, session: &Session, headers: &HeaderMap) -> Response<ResponseBody> {
+    // As the reference server: the request is refused, the session lives on.
+    tracing::debug!(sid = %session.sid, "polling POST over maxPayload");
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    add_cors(engine, headers, res.headers_mut());
+    res
+}

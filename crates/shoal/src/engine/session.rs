@@ -1,0 +1,312 @@
+//! One Engine.IO session: its outbound queue, its current transport, its heartbeat and
+//! its closing. The queue belongs to the session, not to a transport, so packets queued
+//! while a client upgrades from polling to WebSocket are never lost or reordered.
+//!
+//! Locks here guard plain data for a few instructions; nothing awaits or writes to a
+//! socket while holding one.
+
+use super::EngineShared;
+use crate::protocol::engine_packet::{OutPacket, PacketType};
+use std::any::Any;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::SystemTime;
+use tokio::sync::Notify;
+
+/// Why a session ended. `as_str` gives the reason strings of the reference server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the connection or sent a close packet.
+    TransportClose,
+    /// The client did not answer a ping in time.
+    PingTimeout,
+    /// The transport failed: a read or write error, a protocol violation, an overlap.
+    TransportError,
+    /// The client sent a packet the upper layer could not parse.
+    ParseError,
+    /// The server closed the session on purpose.
+    ForcedClose,
+    /// The server is shutting down.
+    ServerShuttingDown,
+    /// The client did not read fast enough and its outbound queue overflowed.
+    SlowClient,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport close",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::TransportError => "transport error",
+            CloseReason::ParseError => "parse error",
+            CloseReason::ForcedClose => "forced close",
+            CloseReason::ServerShuttingDown => "server shutting down",
+            // The official client knows no such reason; to it this is a transport error.
+            CloseReason::SlowClient => "transport error",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    Polling,
+    WebSocket,
+}
+
+/// What the client sent when it opened the session.
+#[derive(Debug)]
+pub struct HandshakeRequest {
+    pub headers: http::HeaderMap,
+    pub uri: http::Uri,
+    /// The client's address (the peer, or what a trusted proxy said).
+    pub address: SocketAddr,
+    pub issued: SystemTime,
+    pub secure: bool,
+}
+
+/// Error of `Session::send`: the session is closed, nothing was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionClosed;
+
+impl std::fmt::Display for SessionClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("session is closed")
+    }
+}
+impl std::error::Error for SessionClosed {}
+
+pub(crate) struct State {
+    pub transport: TransportKind,
+    pub upgrading: bool,
+    pub outbox: VecDeque<OutPacket>,
+    pub outbox_bytes: usize,
+    pub get_active: bool,
+    pub post_active: bool,
+    pub closed: Option<CloseReason>,
+}
+
+pub struct Session {
+    pub sid: Arc<str>,
+    pub handshake: HandshakeRequest,
+    pub(crate) state: Mutex<State>,
+    /// Wakes whoever writes to the client: a pending polling GET or the WebSocket task.
+    pub(crate) writable: Notify,
+    /// Wakes every task of the session when it closes.
+    pub(crate) closed_notify: Notify,
+    pub(crate) pongs: AtomicU64,
+    pub(crate) pong_notify: Notify,
+    pub(crate) engine: Weak<EngineShared>,
+    /// The upper layer's per-session state (the Socket.IO client of this session).
+    upper: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("sid", &self.sid).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        sid: String,
+        transport: TransportKind,
+        handshake: HandshakeRequest,
+        engine: Weak<EngineShared>,
+    ) -> Session {
+        Session {
+            sid: sid.into(),
+            handshake,
+            state: Mutex::new(State {
+                transport,
+                upgrading: false,
+                outbox: VecDeque::new(),
+                outbox_bytes: 0,
+                get_active: false,
+                post_active: false,
+                closed: None,
+            }),
+            writable: Notify::new(),
+            closed_notify: Notify::new(),
+            pongs: AtomicU64::new(0),
+            pong_notify: Notify::new(),
+            engine,
+            upper: OnceLock::new(),
+        }
+    }
+
+    /// Queues packets for the client, in order, as one unit. Fails if the session is
+    /// closed. A queue over the session's byte limit closes the session as too slow.
+    pub fn send_all(&self, packets: impl IntoIterator<Item = OutPacket>) -> Result<(), SessionClosed> {
+        let overflow = {
+            let mut st = self.state.lock().unwrap();
+            if st.closed.is_some() {
+                return Err(SessionClosed);
+            }
+            for p in packets {
+                st.outbox_bytes += p.len();
+                st.outbox.push_back(p);
+            }
+            let limit = self.engine.upgrade().map(|e| e.config.max_buffered_bytes).unwrap_or(usize::MAX);
+            st.outbox_bytes > limit
+        };
+        if overflow {
+            tracing::warn!(sid = %self.sid, "outbound queue over its limit, closing the slow client");
+            self.close(CloseReason::SlowClient);
+            return Err(SessionClosed);
+        }
+        self.writable.notify_one();
+        Ok(())
+    }
+
+    pub fn send(&self, packet: OutPacket) -> Result<(), SessionClosed> {
+        self.send_all(std::iter::once(packet))
+    }
+
+    /// Bytes waiting in the outbound queue.
+    pub fn buffered_bytes(&self) -> usize {
+        self.state.lock().unwrap().outbox_bytes
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.state.lock().unwrap().transport
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().unwrap().closed.is_some()
+    }
+
+    /// Takes everything queued so far.
+    pub(crate) fn drain(&self) -> Vec<OutPacket> {
+        let mut st = self.state.lock().unwrap();
+        st.outbox_bytes = 0;
+        st.outbox.drain(..).collect()
+    }
+
+    /// Closes the session: the upper layer hears of it at once (once), the session
+    /// leaves the table, and the transport flushes what is queued before it goes.
+    pub fn close(&self, reason: CloseReason) {
+        let linger = {
+            let mut st = self.state.lock().unwrap();
+            if st.closed.is_some() {
+                return;
+            }
+            st.closed = Some(reason);
+            let polling = st.transport == TransportKind::Polling;
+            // A polling client learns of the close from a close packet on its next GET.
+            if polling && reason != CloseReason::TransportClose {
+                st.outbox.push_back(OutPacket::control(PacketType::Close));
+            }
+            // A polling session closed in order stays findable until its client's next
+            // GET collects the last packets (the GET then removes it), or for a grace
+            // period. Broken sessions go at once, so later requests learn the sid is gone.
+            match reason {
+                CloseReason::PingTimeout | CloseReason::TransportError | CloseReason::ParseError => None,
+                _ if !polling || st.get_active => None,
+                CloseReason::TransportClose => Some(std::time::Duration::from_secs(1)),
+                _ => Some(std::time::Duration::from_secs(10)),
+            }
+        };
+        tracing::debug!(sid = %self.sid, %reason, "session closed");
+        self.closed_notify.notify_waiters();
+        self.writable.notify_one();
+        self.pong_notify.notify_waiters();
+        if let Some(engine) = self.engine.upgrade() {
+            match linger {
+                Some(delay) if tokio::runtime::Handle::try_current().is_ok() => {
+                    let weak = self.engine.clone();
+                    let sid = self.sid.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        if let Some(engine) = weak.upgrade() {
+                            engine.remove(&sid);
+                        }
+                    });
+                }
+                _ => engine.remove(&self.sid),
+            }
+            engine.handler.on_close(self, reason);
+        }
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.state.lock().unwrap().closed
+    }
+
+    /// Waits until the session is closed.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.closed_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn on_pong(&self) {
+        self.pongs.fetch_add(1, Ordering::AcqRel);
+        self.pong_notify.notify_waiters();
+    }
+
+    /// Stores the upper layer's state for this session (only the first call counts).
+    pub fn set_upper<T: Any + Send + Sync>(&self, value: Arc<T>) {
+        let _ = self.upper.set(value);
+    }
+
+    /// The upper layer's state, if it is of type `T`.
+    pub fn upper<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.upper.get().cloned().and_then(|a| a.downcast::<T>().ok())
+    }
+
+    /// Sends pings every `ping_interval` and closes the session when a pong does not
+    /// come back within `ping_timeout`.
+    pub(crate) async fn heartbeat(self: Arc<Self>) {
+        let Some((interval, timeout)) =
+            self.engine.upgrade().map(|e| (e.config.ping_interval, e.config.ping_timeout))
+        else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.closed() => return,
+            }
+            let before = self.pongs.load(Ordering::Acquire);
+            if self.send(OutPacket::control(PacketType::Ping)).is_err() {
+                return;
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let notified = self.pong_notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.is_closed() {
+                    return;
+                }
+                if self.pongs.load(Ordering::Acquire) > before {
+                    break;
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(deadline) => {
+                        if self.pongs.load(Ordering::Acquire) == before {
+                            self.close(CloseReason::PingTimeout);
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The Socket.IO side of one Engine.IO session: decodes its messages into packets
+//! (re-assembling binary attachments), routes them to the session's sockets, one per
+//! namespace, and enforces the protocol: anything out of order closes the session.
+
+use super::namespace::Namespace;
+use super::socket::Socket;
+use super::{run_handler, DisconnectReason, ServerShared};
+use crate::engine::{CloseReason, Message, Session};
+use crate::protocol::socket_packet::{decode, Decoded, Packet, PacketKind, PartialPacket};
+use crate::protocol::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+pub(crate) struct Client {
+    server: Weak<ServerShared>,
+    sockets: Mutex<HashMap<String, Socket>>,
+    connecting: Mutex<HashSet<String>>,
+    partial: Mutex<Option<PartialPacket>>,
+    pub(crate) connected_once: AtomicBool,
+}
+
+impl Client {
+    pub(crate) fn new(server: Weak<ServerShared>) -> Client {
+        Client {
+            server,
+            sockets: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashSet::new()),
+            partial: Mutex::new(None),
+            connected_once: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn add_socket(&self, nsp: &str, socket: Socket) {
+        self.sockets.lock().unwrap().insert(nsp.to_owned(), socket);
+        self.connected_once.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn remove_socket(&self, nsp: &str) {
+        self.sockets.lock().unwrap().remove(nsp);
+    }
+
+    /// Server-side disconnect of every namespace of this session.
+    pub(crate) fn disconnect_all(&self) {
+        let sockets: Vec<Socket> = self.sockets.lock().unwrap().values().cloned().collect();
+        for s in sockets {
+            s.disconnect(false);
+        }
+    }
+
+    pub(crate) fn on_close(&self, reason: CloseReason) {
+        let sockets: Vec<Socket> = self.sockets.lock().unwrap().drain().map(|(_, s)| s).collect();
+        let reason = DisconnectReason::from(reason);
+        for s in sockets {
+            s.on_close(reason);
+        }
+        self.partial.lock().unwrap().take();
+    }
+
+    pub(crate) fn on_message(self: &Arc<Self>, session: &Arc<Session>, message: Message) {
+        let Some(server) = self.server.upgrade() else { return };
+        let packet = match message {
+            Message::Text(text) => {
+                if self.partial.lock().unwrap().is_some() {
+                    return protocol_error(session, "text packet while binary attachments were expected");
+                }
+                match decode(&text, server.config.max_attachments) {
+                    Ok(Decoded::Packet(p)) => p,
+                    Ok(Decoded::Partial(p)) => {
+                        *self.partial.lock().unwrap() = Some(p);
+                        return;
+                    }
+                    Err(e) => return protocol_error(session, &e.to_string()),
+                }
+            }
+            Message::Binary(bytes) => {
+                let Some(partial) = self.partial.lock().unwrap().take() else {
+                    return protocol_error(session, "binary data with no packet expecting it");
+                };
+                match partial.push(bytes) {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(partial)) => {
+                        *self.partial.lock().unwrap() = Some(partial);
+                        return;
+                    }
+                    Err(e) => return protocol_error(session, &e.to_string()),
+                }
+            }
+        };
+        self.on_packet(&server, session, packet);
+    }
+
+    fn on_packet(self: &Arc<Self>, server: &Arc<ServerShared>, session: &Arc<Session>, packet: Packet) {
+        let socket = self.sockets.lock().unwrap().get(&packet.nsp).cloned();
+        match (packet.kind, socket) {
+            (PacketKind::Connect, None) => {
+                if !self.connecting.lock().unwrap().insert(packet.nsp.clone()) {
+                    return protocol_error(session, "second CONNECT to a namespace being connected");
+                }
+                let auth = packet.data.unwrap_or_else(|| Value::Object(Default::default()));
+                let Some(ns) = server.namespace_for_connect(&packet.nsp, &auth) else {
+                    self.connecting.lock().unwrap().remove(&packet.nsp);
+                    let mut err = indexmap::IndexMap::new();
+                    err.insert("message".to_owned(), Value::from("Invalid namespace"));
+                    let reply = Packet::connect_error(&packet.nsp, Value::Object(err));
+                    let _ = session.send_all(crate::protocol::socket_packet::encode(&reply).to_out_packets());
+                    return;
+                };
+                let client = self.clone();
+                let session = session.clone();
+                let nsp = packet.nsp;
+                run_handler(async move {
+                    Namespace::connect(ns, client.clone(), session, auth).await;
+                    client.connecting.lock().unwrap().remove(&nsp);
+                });
+            }
+            (PacketKind::Event | PacketKind::BinaryEvent, Some(socket)) => socket.on_event(packet),
+            (PacketKind::Ack | PacketKind::BinaryAck, Some(socket)) => {
+                let args = match packet.data {
+                    Some(Value::Array(a)) => a,
+                    _ => Vec::new(),
+                };
+                if let Some(id) = packet.id {
+                    socket.on_ack(id, args);
+                }
+            }
+            (PacketKind::Disconnect, Some(socket)) => socket.on_close(DisconnectReason::ClientNamespaceDisconnect),
+            (kind, socket) => {
+                let why = match (kind, socket.is_some()) {
+                    (PacketKind::Connect, true) => "CONNECT to a namespace already connected",
+                    (PacketKind::ConnectError, _) => "CONNECT_ERROR sent by a client",
+                    _ => "packet for a namespace the client is not connected to",
+                };
+                protocol_error(session, why);
+            }
+        }
+    }
+}
+
+fn protocol_error(session: &Session, why: &str) {
+    tracing::debug!(sid = %session.sid, reason = why, "closing session on a protocol error");
+    session.close(CloseReason::ParseError);
+}

@@ -1,0 +1,108 @@
+//! `socket.handshake`: what the client sent when it connected, in the official shape.
+
+use crate::engine::HandshakeRequest;
+use crate::protocol::Value;
+use indexmap::IndexMap;
+use serde::Serialize;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Handshake {
+    /// Request headers, names in lower case (repeated headers joined with ", ").
+    pub headers: IndexMap<String, String>,
+    /// When the session was created, as JavaScript's `Date.toString()` in UTC.
+    pub time: String,
+    /// The client's address.
+    pub address: String,
+    /// True if the request had an `Origin` header (a cross-domain browser request).
+    pub xdomain: bool,
+    pub secure: bool,
+    /// When the session was created, in milliseconds since the Unix epoch.
+    pub issued: u64,
+    /// The request URL (path and query) of the handshake.
+    pub url: String,
+    pub query: IndexMap<String, String>,
+    /// The payload of the client's CONNECT packet (`{}` when absent).
+    pub auth: Value,
+}
+
+impl Handshake {
+    pub(crate) fn new(req: &HandshakeRequest, auth: Value) -> Handshake {
+        let mut headers: IndexMap<String, String> = IndexMap::new();
+        for (name, value) in req.headers.iter() {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            headers
+                .entry(name.as_str().to_owned())
+                .and_modify(|v| {
+                    v.push_str(", ");
+                    v.push_str(&value);
+                })
+                .or_insert(value);
+        }
+        let mut query = IndexMap::new();
+        for pair in req.uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            query.insert(crate::engine::percent_decode(&k.replace('+', " ")), crate::engine::percent_decode(&v.replace('+', " ")));
+        }
+        let issued = req.issued.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let ip = match req.address.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(std::net::IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        Handshake {
+            xdomain: req.headers.contains_key(http::header::ORIGIN),
+            headers,
+            time: js_date_string(req.issued),
+            address: ip.to_string(),
+            secure: req.secure,
+            issued,
+            url: req.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+            query,
+            auth,
+        }
+    }
+
+    /// The handshake as a `Value` (for sending to a client, or storing).
+    pub fn to_value(&self) -> Value {
+        Value::from_serde(self).unwrap_or(Value::Null)
+    }
+}
+
+/// `Wed Nov 25 2026 17:04:00 GMT+0000 (Coordinated Universal Time)`.
+fn js_date_string(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{} {} {:02} {} {:02}:{:02}:{:02} GMT+0000 (Coordinated Universal Time)",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        day,
+        year,
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_dates_like_javascript() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_626_240);
+        assert_eq!(super::js_date_string(t), "Wed Nov 25 2026 17:04:00 GMT+0000 (Coordinated Universal Time)");
+        assert_eq!(super::js_date_string(std::time::UNIX_EPOCH), "Thu Jan 01 1970 00:00:00 GMT+0000 (Coordinated Universal Time)");
+    }
+}

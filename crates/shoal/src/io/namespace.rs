@@ -1,0 +1,261 @@
+//! A namespace: its sockets on this node, its connect middlewares and connection
+//! handlers, its server-side event handlers, and its adapter.
+
+use super::broadcast::{BroadcastOperator, RemoteSocket};
+use super::client::Client;
+use super::handshake::Handshake;
+use super::socket::{AckError, EmitError, Socket};
+use super::{run_handler, ServerShared};
+use crate::adapter::{Adapter, AdapterError, Room, SocketId};
+use crate::engine::Session;
+use crate::protocol::socket_packet::Packet;
+use crate::protocol::{IntoArgs, Value};
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+/// Refusal of a connection by a middleware; the client gets it as `connect_error` with
+/// `err.message` and `err.data`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectError {
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl ConnectError {
+    pub fn new(message: impl Into<String>) -> ConnectError {
+        ConnectError { message: message.into(), data: None }
+    }
+    pub fn with_data(message: impl Into<String>, data: impl Into<Value>) -> ConnectError {
+        ConnectError { message: message.into(), data: Some(data.into()) }
+    }
+    pub(crate) fn to_value(&self) -> Value {
+        let mut obj = indexmap::IndexMap::new();
+        obj.insert("message".to_owned(), Value::String(self.message.clone()));
+        if let Some(d) = &self.data {
+            obj.insert("data".to_owned(), d.clone());
+        }
+        Value::Object(obj)
+    }
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+impl std::error::Error for ConnectError {}
+
+type Middleware = Arc<dyn Fn(Socket) -> BoxFuture<'static, Result<(), ConnectError>> + Send + Sync>;
+type ConnectionHandler = Arc<dyn Fn(Socket) -> BoxFuture<'static, ()> + Send + Sync>;
+/// A server-side event from another node: its arguments and, if asked, an ack.
+pub(crate) type ServerEventHandler = Arc<dyn Fn(Vec<Value>, Option<ServerAck>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Answers a server-side event from another node.
+pub struct ServerAck(Box<dyn FnOnce(Vec<Value>) + Send>);
+
+impl ServerAck {
+    pub fn new(f: impl FnOnce(Vec<Value>) + Send + 'static) -> ServerAck {
+        ServerAck(Box::new(f))
+    }
+    pub fn send(self, args: impl IntoArgs) {
+        (self.0)(args.into_args())
+    }
+}
+
+pub(crate) struct NamespaceShared {
+    name: Arc<str>,
+    sockets: RwLock<HashMap<SocketId, Socket>>,
+    middlewares: RwLock<Vec<Middleware>>,
+    connection_handlers: RwLock<Vec<ConnectionHandler>>,
+    server_handlers: RwLock<HashMap<String, ServerEventHandler>>,
+    adapter: OnceLock<Arc<dyn Adapter>>,
+    ack_ids: AtomicU64,
+}
+
+/// A namespace. Cheap to clone: every clone is the same namespace.
+#[derive(Clone)]
+pub struct Namespace(pub(crate) Arc<NamespaceShared>);
+
+/// A namespace reference that does not keep it alive (for its adapter).
+#[derive(Clone)]
+pub struct WeakNamespace(Weak<NamespaceShared>);
+
+impl WeakNamespace {
+    pub fn upgrade(&self) -> Option<Namespace> {
+        self.0.upgrade().map(Namespace)
+    }
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Namespace").field(&self.0.name).finish()
+    }
+}
+
+impl Namespace {
+    pub(crate) fn new(name: &str, server: &Arc<ServerShared>) -> Namespace {
+        let ns = Namespace(Arc::new(NamespaceShared {
+            name: name.into(),
+            sockets: RwLock::new(HashMap::new()),
+            middlewares: RwLock::new(Vec::new()),
+            connection_handlers: RwLock::new(Vec::new()),
+            server_handlers: RwLock::new(HashMap::new()),
+            adapter: OnceLock::new(),
+            ack_ids: AtomicU64::new(0),
+        }));
+        let adapter = (server.config.adapter)(&ns);
+        let _ = ns.0.adapter.set(adapter);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+    pub fn downgrade(&self) -> WeakNamespace {
+        WeakNamespace(Arc::downgrade(&self.0))
+    }
+    pub fn adapter(&self) -> &Arc<dyn Adapter> {
+        self.0.adapter.get().expect("adapter is set at creation")
+    }
+
+    /// Adds a connect middleware. Middlewares run in order; the first error refuses the
+    /// connection and is sent to the client as `connect_error`.
+    pub fn middleware<F, Fut>(&self, f: F)
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        self.0.middlewares.write().unwrap().push(Arc::new(move |s| Box::pin(f(s))));
+    }
+
+    /// Called for each socket that connects to this namespace.
+    pub fn on_connection<F, Fut>(&self, f: F)
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.0.connection_handlers.write().unwrap().push(Arc::new(move |s| Box::pin(f(s))));
+    }
+
+    /// Handles a server-side event emitted by another node of the cluster.
+    pub fn on_server_event<F, Fut>(&self, event: impl Into<String>, f: F)
+    where
+        F: Fn(Vec<Value>, Option<ServerAck>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.0.server_handlers.write().unwrap().insert(event.into(), Arc::new(move |a, ack| Box::pin(f(a, ack))));
+    }
+
+    /// Runs the handler of a server-side event that came from another node (adapters call this).
+    pub fn dispatch_server_event(&self, event: &str, args: Vec<Value>, ack: Option<ServerAck>) {
+        let handler = self.0.server_handlers.read().unwrap().get(event).cloned();
+        if let Some(h) = handler {
+            run_handler(h(args, ack));
+        }
+    }
+
+    // ---- broadcasting -------------------------------------------------------------------
+
+    pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).to(room)
+    }
+    pub fn within(&self, room: impl Into<Room>) -> BroadcastOperator {
+        self.to(room)
+    }
+    pub fn except(&self, room: impl Into<Room>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).except(room)
+    }
+    pub fn local(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).local()
+    }
+    pub fn volatile(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).volatile()
+    }
+    pub fn timeout(&self, timeout: Duration) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).timeout(timeout)
+    }
+    /// Sends an event to every socket of the namespace.
+    pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
+        BroadcastOperator::new(self.clone()).emit(event, args)
+    }
+    pub async fn emit_with_ack(&self, event: &str, args: impl IntoArgs) -> Result<Vec<Value>, AckError> {
+        BroadcastOperator::new(self.clone()).emit_with_ack(event, args).await
+    }
+    pub async fn fetch_sockets(&self) -> Result<Vec<RemoteSocket>, AdapterError> {
+        BroadcastOperator::new(self.clone()).fetch_sockets().await
+    }
+    pub async fn sockets_join(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) -> Result<(), AdapterError> {
+        BroadcastOperator::new(self.clone()).sockets_join(rooms).await
+    }
+    pub async fn sockets_leave(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) -> Result<(), AdapterError> {
+        BroadcastOperator::new(self.clone()).sockets_leave(rooms).await
+    }
+    pub async fn disconnect_sockets(&self, close: bool) -> Result<(), AdapterError> {
+        BroadcastOperator::new(self.clone()).disconnect_sockets(close).await
+    }
+    /// Emits to the other nodes of the cluster (not to clients).
+    pub async fn server_side_emit(&self, event: &str, args: impl IntoArgs) -> Result<(), AdapterError> {
+        self.adapter().server_side_emit(event, args.into_args(), None).await.map(|_| ())
+    }
+    /// Emits to the other nodes and collects one ack from each (first argument).
+    pub async fn server_side_emit_with_ack(&self, event: &str, args: impl IntoArgs, timeout: Duration) -> Result<Vec<Value>, AdapterError> {
+        self.adapter().server_side_emit(event, args.into_args(), Some(timeout)).await
+    }
+
+    // ---- local sockets --------------------------------------------------------------------
+
+    /// A socket connected to this node.
+    pub fn local_socket(&self, id: &str) -> Option<Socket> {
+        self.0.sockets.read().unwrap().get(id).cloned()
+    }
+    /// Sockets connected to this node.
+    pub fn local_sockets(&self) -> Vec<Socket> {
+        self.0.sockets.read().unwrap().values().cloned().collect()
+    }
+    pub fn local_socket_count(&self) -> usize {
+        self.0.sockets.read().unwrap().len()
+    }
+
+    pub(crate) fn next_ack_id(&self) -> u64 {
+        self.0.ack_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn remove_socket(&self, id: &SocketId) {
+        self.0.sockets.write().unwrap().remove(id);
+    }
+
+    /// Runs a client's CONNECT: middlewares, then the socket joins its own room, the
+    /// client gets the CONNECT answer, and the connection handlers run.
+    pub(crate) async fn connect(self, client: Arc<Client>, session: Arc<Session>, auth: Value) {
+        let handshake = Handshake::new(&session.handshake, auth);
+        let id: SocketId = crate::engine::sid::new_socket_id().into();
+        let socket = Socket::new(id.clone(), self.clone(), session.clone(), Arc::downgrade(&client), handshake);
+        let middlewares: Vec<Middleware> = self.0.middlewares.read().unwrap().clone();
+        for mw in middlewares {
+            if let Err(err) = mw(socket.clone()).await {
+                tracing::debug!(nsp = %self.name(), reason = %err, "connection refused by middleware");
+                let _ = socket.send_packet(&Packet::connect_error(self.name(), err.to_value()));
+                return;
+            }
+        }
+        if session.is_closed() {
+            return;
+        }
+        socket.set_connected();
+        self.adapter().add_all(&id, &[id.clone()]);
+        self.0.sockets.write().unwrap().insert(id.clone(), socket.clone());
+        client.add_socket(self.name(), socket.clone());
+        let mut answer = indexmap::IndexMap::new();
+        answer.insert("sid".to_owned(), Value::String(id.to_string()));
+        let _ = socket.send_packet(&Packet::connect(self.name(), Some(Value::Object(answer))));
+        tracing::debug!(socket = %id, nsp = %self.name(), sid = %session.sid, "socket connected");
+        let handlers: Vec<ConnectionHandler> = self.0.connection_handlers.read().unwrap().clone();
+        for h in handlers {
+            run_handler(h(socket.clone()));
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! A socket: one client's connection to one namespace. Its event handlers, its acks in
+//! both directions, its rooms (kept by the namespace's adapter), its data, and its
+//! disconnection.
+
+use super::broadcast::BroadcastOperator;
+use super::client::Client;
+use super::handshake::Handshake;
+use super::namespace::Namespace;
+use super::{run_handler, DisconnectReason};
+use crate::adapter::{Room, SocketId};
+use crate::engine::{CloseReason, Session};
+use crate::protocol::socket_packet::{encode, Encoded, Packet, RESERVED_EVENTS};
+use crate::protocol::{IntoArgs, Value};
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+pub(crate) type EventHandler = Arc<dyn Fn(Socket, Event) -> BoxFuture<'static, ()> + Send + Sync>;
+pub(crate) type DisconnectHandler = Arc<dyn Fn(Socket, DisconnectReason) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Why an emit did not go out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmitError {
+    /// The socket (or its session) is closed.
+    Disconnected,
+    /// The event name is reserved by the protocol (`connect`, `disconnect`, ...).
+    ReservedEvent(String),
+}
+
+impl std::fmt::Display for EmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EmitError::Disconnected => f.write_str("socket is disconnected"),
+            EmitError::ReservedEvent(name) => write!(f, "\"{name}\" is a reserved event name"),
+        }
+    }
+}
+impl std::error::Error for EmitError {}
+
+/// Why an emit that expected an ack got none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckError {
+    /// No ack within the timeout ("operation has timed out", as the official server says).
+    Timeout,
+    /// The socket disconnected before it answered.
+    Disconnected,
+    Emit(EmitError),
+    /// The cluster could not complete the request.
+    Adapter(crate::adapter::AdapterError),
+}
+
+impl std::fmt::Display for AckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AckError::Timeout => f.write_str("operation has timed out"),
+            AckError::Disconnected => f.write_str("socket disconnected before acknowledging"),
+            AckError::Emit(e) => e.fmt(f),
+            AckError::Adapter(e) => e.fmt(f),
+        }
+    }
+}
+impl std::error::Error for AckError {}
+
+pub(crate) enum AckWaiter {
+    One(oneshot::Sender<Vec<Value>>),
+    Many(mpsc::UnboundedSender<Vec<Value>>),
+}
+
+/// An event received from a client: its name, its arguments, and (if the client asked
+/// for one) the means to acknowledge it.
+#[derive(Clone)]
+pub struct Event {
+    pub name: String,
+    pub args: Vec<Value>,
+    ack: Option<Arc<AckSender>>,
+}
+
+struct AckSender {
+    socket: Socket,
+    id: u64,
+    sent: AtomicBool,
+}
+
+impl Event {
+    /// The argument at `index`, or `Null`.
+    pub fn arg(&self, index: usize) -> &Value {
+        static NULL: Value = Value::Null;
+        self.args.get(index).unwrap_or(&NULL)
+    }
+    /// True if the client waits for an ack.
+    pub fn wants_ack(&self) -> bool {
+        self.ack.is_some()
+    }
+    /// Acknowledges the event with `args` (only the first ack is sent). Returns false
+    /// if the client asked for no ack, it was already sent, or the socket is gone.
+    pub fn ack(&self, args: impl IntoArgs) -> bool {
+        let Some(ack) = &self.ack else { return false };
+        if ack.sent.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let packet = Packet::ack(ack.socket.ns().name(), ack.id, args.into_args());
+        ack.socket.send_packet(&packet).is_ok()
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event").field("name", &self.name).field("args", &self.args).field("wants_ack", &self.wants_ack()).finish()
+    }
+}
+
+pub(crate) struct SocketShared {
+    id: SocketId,
+    ns: Namespace,
+    session: Arc<Session>,
+    client: Weak<Client>,
+    handshake: Handshake,
+    handlers: RwLock<HashMap<String, EventHandler>>,
+    any_handlers: RwLock<Vec<EventHandler>>,
+    disconnecting_handlers: Mutex<Vec<DisconnectHandler>>,
+    disconnect_handlers: Mutex<Vec<DisconnectHandler>>,
+    acks: Mutex<HashMap<u64, AckWaiter>>,
+    data: Mutex<Value>,
+    connected: AtomicBool,
+}
+
+/// A client's connection to one namespace. Cheap to clone: every clone is the same socket.
+#[derive(Clone)]
+pub struct Socket(pub(crate) Arc<SocketShared>);
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("id", &self.0.id).field("nsp", &self.0.ns.name()).finish()
+    }
+}
+
+impl Socket {
+    pub(crate) fn new(id: SocketId, ns: Namespace, session: Arc<Session>, client: Weak<Client>, handshake: Handshake) -> Socket {
+        Socket(Arc::new(SocketShared {
+            id,
+            ns,
+            session,
+            client,
+            handshake,
+            handlers: RwLock::new(HashMap::new()),
+            any_handlers: RwLock::new(Vec::new()),
+            disconnecting_handlers: Mutex::new(Vec::new()),
+            disconnect_handlers: Mutex::new(Vec::new()),
+            acks: Mutex::new(HashMap::new()),
+            data: Mutex::new(Value::Null),
+            connected: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn id(&self) -> &SocketId {
+        &self.0.id
+    }
+    pub fn ns(&self) -> &Namespace {
+        &self.0.ns
+    }
+    pub fn handshake(&self) -> &Handshake {
+        &self.0.handshake
+    }
+    /// The Engine.IO session under this socket (shared by its other namespaces).
+    pub fn session(&self) -> &Arc<Session> {
+        &self.0.session
+    }
+    pub fn connected(&self) -> bool {
+        self.0.connected.load(Ordering::Acquire)
+    }
+    /// `socket.data`: anything the application wants to keep with the socket.
+    pub fn data(&self) -> Value {
+        self.0.data.lock().unwrap().clone()
+    }
+    pub fn set_data(&self, value: impl Into<Value>) {
+        *self.0.data.lock().unwrap() = value.into();
+    }
+
+    // ---- handlers -------------------------------------------------------------------
+
+    /// Listens to an event. The handler gets the socket and the event (arguments, ack).
+    pub fn on<F, Fut>(&self, event: impl Into<String>, handler: F)
+    where
+        F: Fn(Socket, Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let h: EventHandler = Arc::new(move |s, e| Box::pin(handler(s, e)));
+        self.0.handlers.write().unwrap().insert(event.into(), h);
+    }
+
+    /// Removes the handler of an event.
+    pub fn off(&self, event: &str) {
+        self.0.handlers.write().unwrap().remove(event);
+    }
+
+    /// A catch-all listener: called for every event, before its named handler.
+    pub fn on_any<F, Fut>(&self, handler: F)
+    where
+        F: Fn(Socket, Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.0.any_handlers.write().unwrap().push(Arc::new(move |s, e| Box::pin(handler(s, e))));
+    }
+
+    /// Called when the socket disconnects, after it left its rooms.
+    pub fn on_disconnect<F, Fut>(&self, handler: F)
+    where
+        F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.0.disconnect_handlers.lock().unwrap().push(Arc::new(move |s, r| Box::pin(handler(s, r))));
+    }
+
+    /// Called when the socket is about to disconnect, while it is still in its rooms.
+    pub fn on_disconnecting<F, Fut>(&self, handler: F)
+    where
+        F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.0.disconnecting_handlers.lock().unwrap().push(Arc::new(move |s, r| Box::pin(handler(s, r))));
+    }
+
+    // ---- emitting -------------------------------------------------------------------
+
+    /// Sends an event to this client.
+    pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
+        check_event_name(event)?;
+        self.send_packet(&Packet::event(self.ns().name(), event, args.into_args(), None))
+    }
+
+    /// Sends an event and waits for the client's ack (its arguments), however long it takes.
+    pub async fn emit_with_ack(&self, event: &str, args: impl IntoArgs) -> Result<Vec<Value>, AckError> {
+        self.emit_with_ack_inner(event, args.into_args(), None).await
+    }
+
+    /// Operations with a deadline: `socket.timeout(d).emit_with_ack(...)`.
+    pub fn timeout(&self, timeout: Duration) -> SocketWithTimeout {
+        SocketWithTimeout { socket: self.clone(), timeout }
+    }
+
+    async fn emit_with_ack_inner(&self, event: &str, args: Vec<Value>, timeout: Option<Duration>) -> Result<Vec<Value>, AckError> {
+        check_event_name(event).map_err(AckError::Emit)?;
+        let id = self.ns().next_ack_id();
+        let (tx, rx) = oneshot::channel();
+        self.0.acks.lock().unwrap().insert(id, AckWaiter::One(tx));
+        if let Err(e) = self.send_packet(&Packet::event(self.ns().name(), event, args, Some(id))) {
+            self.forget_ack(id);
+            return Err(AckError::Emit(e));
+        }
+        let result = match timeout {
+            Some(t) => match tokio::time::timeout(t, rx).await {
+                Ok(r) => r.map_err(|_| AckError::Disconnected),
+                Err(_) => Err(AckError::Timeout),
+            },
+            None => rx.await.map_err(|_| AckError::Disconnected),
+        };
+        if result.is_err() {
+            self.forget_ack(id);
+        }
+        result
+    }
+
+    /// Broadcast to `room`, excluding this socket.
+    pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
+        self.broadcast().to(room)
+    }
+    /// Broadcast to every socket of the namespace but this one.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.ns().clone()).except(self.id().clone())
+    }
+    /// Broadcast to everyone except sockets in `room` (and this socket).
+    pub fn except(&self, room: impl Into<Room>) -> BroadcastOperator {
+        self.broadcast().except(room)
+    }
+
+    // ---- rooms ----------------------------------------------------------------------
+
+    pub fn join(&self, room: impl Into<Room>) {
+        self.ns().adapter().add_all(self.id(), &[room.into()]);
+    }
+    pub fn join_all(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) {
+        let rooms: Vec<Room> = rooms.into_iter().map(Into::into).collect();
+        self.ns().adapter().add_all(self.id(), &rooms);
+    }
+    pub fn leave(&self, room: impl Into<Room>) {
+        self.ns().adapter().del(self.id(), &room.into());
+    }
+    /// The socket's rooms, sorted (its own id included).
+    pub fn rooms(&self) -> Vec<Room> {
+        self.ns().adapter().socket_rooms(self.id())
+    }
+
+    // ---- disconnecting ----------------------------------------------------------------
+
+    /// Disconnects from this namespace (the client hears "io server disconnect" and does
+    /// not reconnect on its own). With `close`, closes the whole connection too.
+    pub fn disconnect(&self, close: bool) {
+        if close {
+            if let Some(client) = self.0.client.upgrade() {
+                client.disconnect_all();
+            }
+            self.0.session.close(CloseReason::ForcedClose);
+        } else {
+            if !self.connected() {
+                return;
+            }
+            let _ = self.send_packet(&Packet::disconnect(self.ns().name()));
+            self.on_close(DisconnectReason::ServerNamespaceDisconnect);
+        }
+    }
+
+    // ---- crate internals ----------------------------------------------------------------
+
+    pub(crate) fn set_connected(&self) {
+        self.0.connected.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn send_packet(&self, packet: &Packet) -> Result<(), EmitError> {
+        let encoded = encode(packet);
+        self.0.session.send_all(encoded.to_out_packets()).map_err(|_| EmitError::Disconnected)
+    }
+
+    /// Queues an already encoded packet. A volatile packet is dropped when the client
+    /// still has unsent data. Returns whether it was queued.
+    pub(crate) fn send_encoded(&self, encoded: &Encoded, volatile: bool) -> bool {
+        if !self.connected() || (volatile && self.0.session.buffered_bytes() > 0) {
+            return false;
+        }
+        self.0.session.send_all(encoded.to_out_packets()).is_ok()
+    }
+
+    pub(crate) fn expect_ack_many(&self, id: u64, tx: mpsc::UnboundedSender<Vec<Value>>) {
+        self.0.acks.lock().unwrap().insert(id, AckWaiter::Many(tx));
+    }
+
+    pub(crate) fn forget_ack(&self, id: u64) {
+        self.0.acks.lock().unwrap().remove(&id);
+    }
+
+    pub(crate) fn on_ack(&self, id: u64, args: Vec<Value>) {
+        let waiter = self.0.acks.lock().unwrap().remove(&id);
+        match waiter {
+            Some(AckWaiter::One(tx)) => {
+                let _ = tx.send(args);
+            }
+            Some(AckWaiter::Many(tx)) => {
+                let _ = tx.send(args);
+            }
+            None => tracing::debug!(socket = %self.id(), id, "ack for an unknown id ignored"),
+        }
+    }
+
+    pub(crate) fn on_event(&self, packet: Packet) {
+        let mut data = match packet.data {
+            Some(Value::Array(a)) => a.into_iter(),
+            _ => return,
+        };
+        let name = match data.next() {
+            Some(Value::String(s)) => s,
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return,
+        };
+        let ack = packet.id.map(|id| Arc::new(AckSender { socket: self.clone(), id, sent: AtomicBool::new(false) }));
+        let event = Event { name, args: data.collect(), ack };
+        let any: Vec<EventHandler> = self.0.any_handlers.read().unwrap().clone();
+        for h in any {
+            run_handler(h(self.clone(), event.clone()));
+        }
+        let handler = self.0.handlers.read().unwrap().get(&event.name).cloned();
+        match handler {
+            Some(h) => run_handler(h(self.clone(), event)),
+            None => tracing::trace!(socket = %self.id(), event = %event.name, "no handler for event"),
+        }
+    }
+
+    /// Leaves everything and tells the handlers. Runs once.
+    pub(crate) fn on_close(&self, reason: DisconnectReason) {
+        if !self.0.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let handlers: Vec<_> = self.0.disconnecting_handlers.lock().unwrap().drain(..).collect();
+        for h in handlers {
+            run_handler(h(self.clone(), reason));
+        }
+        self.ns().adapter().del_all(self.id());
+        self.ns().remove_socket(self.id());
+        if let Some(client) = self.0.client.upgrade() {
+            client.remove_socket(self.ns().name());
+        }
+        // Dropping the waiters tells every pending emit_with_ack that the socket is gone.
+        self.0.acks.lock().unwrap().clear();
+        let handlers: Vec<_> = self.0.disconnect_handlers.lock().unwrap().drain(..).collect();
+        for h in handlers {
+            run_handler(h(self.clone(), reason));
+        }
+        self.0.handlers.write().unwrap().clear();
+        self.0.any_handlers.write().unwrap().clear();
+        tracing::debug!(socket = %self.id(), nsp = %self.ns().name(), %reason, "socket disconnected");
+    }
+}
+
+fn check_event_name(event: &str) -> Result<(), EmitError> {
+    if RESERVED_EVENTS.contains(&event) {
+        return Err(EmitError::ReservedEvent(event.to_owned()));
+    }
+    Ok(())
+}
+
+/// A socket with a deadline for its next ack.
+pub struct SocketWithTimeout {
+    socket: Socket,
+    timeout: Duration,
+}
+
+impl SocketWithTimeout {
+    /// Sends an event and waits for the client's ack, at most the timeout.
+    pub async fn emit_with_ack(&self, event: &str, args: impl IntoArgs) -> Result<Vec<Value>, AckError> {
+        self.socket.emit_with_ack_inner(event, args.into_args(), Some(self.timeout)).await
+    }
+}

@@ -1,0 +1,8 @@
+//! The wire formats: Engine.IO 4 packets and polling payloads, Socket.IO 5 packets, and
+//! the `Value` tree they carry. Pure encode/decode, no I/O; every error is a value.
+
+pub mod engine_packet;
+pub mod socket_packet;
+pub mod value;
+
+pub use value::{IntoArgs, Value};

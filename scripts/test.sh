@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs every test of shoal: the Rust unit/integration tests, then the end-to-end suites
+# (official socket.io-client over polling, WebSocket and upgrade; headless Chromium on
+# the demo page). Works on a fresh Debian machine as root: missing system packages are
+# installed with apt-get, JS dependencies with `npm ci` from the committed lockfiles.
+#
+# Environment: SKIP_APT=1 never calls apt-get (fails later if something is missing).
+#              SHOAL_TEST_VERBOSE=1 streams the servers' logs during the JS suites.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+section() {
+  printf '\n==================== %s ====================\n' "$*"
+}
+
+# ---------------------------------------------------------------------------
+section "system packages"
+# command -> Debian package providing it
+declare -A NEEDED=(
+  [chromium]=chromium
+  [redis-server]=redis-server
+  [nginx]=nginx
+  [haproxy]=haproxy
+  [node]=nodejs
+  [npm]=npm
+)
+missing=()
+for cmd in "${!NEEDED[@]}"; do
+  if command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ]; then
+    echo "found   $cmd: $(command -v "$cmd" || echo "/usr/sbin/$cmd")"
+  else
+    echo "missing $cmd (package ${NEEDED[$cmd]})"
+    missing+=("${NEEDED[$cmd]}")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "${SKIP_APT:-0}" = 1 ]; then
+    echo "SKIP_APT=1: not installing ${missing[*]}" >&2
+  else
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "installing: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+fi
+node --version
+chromium --version 2>/dev/null || true
+
+# ---------------------------------------------------------------------------
+section "JS dependencies (npm ci)"
+npm ci --prefix tests/js --no-audit --no-fund
+DEMO_DIR="crates/shoal-server/demo"
+if [ -f "$DEMO_DIR/package-lock.json" ]; then
+  npm ci --prefix "$DEMO_DIR" --no-audit --no-fund
+fi
+
+# ---------------------------------------------------------------------------
+section "cargo build (release: workspace, bins, examples)"
+cargo build --release --workspace --examples --bins
+
+# ---------------------------------------------------------------------------
+section "cargo test (release)"
+cargo test --release --workspace
+
+# ---------------------------------------------------------------------------
+section "end-to-end JS suites (node --test)"
+shopt -s nullglob
+js_tests=(tests/js/*.test.mjs)
+if [ "${#js_tests[@]}" -eq 0 ]; then
+  echo "no JS test files found under tests/js" >&2
+  exit 1
+fi
+node --test --test-concurrency=1 --test-timeout=60000 --test-reporter=spec "${js_tests[@]}"
+
+section "all tests passed"
