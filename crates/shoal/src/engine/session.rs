@@ -85,6 +85,9 @@ impl std::error::Error for SessionClosed {}
 
 pub(crate) struct State {
     pub transport: TransportKind,
+    /// A WebSocket was accepted for the upgrade; no second one may try.
+    pub upgrade_claimed: bool,
+    /// The probe succeeded: the pending GET is released with a noop.
     pub upgrading: bool,
     pub outbox: VecDeque<OutPacket>,
     pub outbox_bytes: usize,
@@ -126,6 +129,7 @@ impl Session {
             handshake,
             state: Mutex::new(State {
                 transport,
+                upgrade_claimed: false,
                 upgrading: false,
                 outbox: VecDeque::new(),
                 outbox_bytes: 0,

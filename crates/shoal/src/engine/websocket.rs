@@ -73,12 +73,23 @@ pub(crate) fn open<B>(engine: &Arc<EngineShared>, session: Arc<Session>, req: Re
 
 /// Upgrades a polling session to WebSocket.
 pub(crate) fn upgrade<B>(engine: &Arc<EngineShared>, session: Arc<Session>, req: Request<B>) -> Response<ResponseBody> {
-    {
-        let st = session.state.lock().unwrap();
-        if st.transport != TransportKind::Polling || st.upgrading || st.closed.is_some() {
-            drop(st);
-            return error_response(engine, req.headers(), ErrorCode::BadRequest, None);
-        }
+    let refused = {
+        let mut st = session.state.lock().unwrap();
+        let refused = st.transport != TransportKind::Polling || st.upgrade_claimed || st.closed.is_some();
+        st.upgrade_claimed = true;
+        refused
+    };
+    if refused {
+        // As the reference server: complete the handshake, then close that WebSocket.
+        // The session and its current transport are untouched.
+        tracing::debug!(sid = %session.sid, "second upgrade for a session refused");
+        return match accept(engine, req, |mut ws| {
+            Box::pin(async move {
+                let _ = ws.close(None).await;
+            })
+        }) {
+            Ok(res) | Err(res) => res,
+        };
     }
     let engine2 = engine.clone();
     let s = session.clone();
@@ -96,7 +107,10 @@ pub(crate) fn upgrade<B>(engine: &Arc<EngineShared>, session: Arc<Session>, req:
         })
     }) {
         Ok(res) => res,
-        Err(res) => res,
+        Err(res) => {
+            cancel_upgrade(&session);
+            res
+        }
     }
 }
 
@@ -104,6 +118,7 @@ fn cancel_upgrade(session: &Session) {
     let mut st = session.state.lock().unwrap();
     if st.transport == TransportKind::Polling {
         st.upgrading = false;
+        st.upgrade_claimed = false;
     }
 }
 
