@@ -178,6 +178,9 @@ where
         let Some(session) = engine.get(sid) else {
             return error_response(engine, &headers, ErrorCode::UnknownSid, None);
         };
+        if session.check_expired() && session.close_reason() == Some(super::CloseReason::PingTimeout) {
+            return error_response(engine, &headers, ErrorCode::UnknownSid, None);
+        }
         if transport == TransportKind::WebSocket {
             if !upgrade || req.method() != Method::GET {
                 return error_response(engine, &headers, ErrorCode::BadRequest, None);

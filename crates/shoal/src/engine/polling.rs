@@ -55,9 +55,14 @@ pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, heade
         notified.as_mut().enable();
         {
             let mut st = session.state.lock().unwrap();
-            if st.transport == TransportKind::WebSocket || st.upgrading {
-                // The client is moving to WebSocket: release its pending GET.
-                return payload_response(engine, headers, &[OutPacket::control(PacketType::Noop)]);
+            if st.transport == TransportKind::WebSocket {
+                // This transport was replaced: the request is one too many.
+                drop(st);
+                return error_response(engine, headers, ErrorCode::BadRequest, None);
+            }
+            if st.upgrading {
+                drop(st);
+                break;
             }
             if let Some(reason) = st.closed {
                 // The last answer of a closed session: what was queued, then the close
@@ -81,6 +86,22 @@ pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, heade
         }
         notified.await;
     }
+    release_for_upgrade(engine, &session, headers).await
+}
+
+/// The probe succeeded, so the client will pause polling once this GET completes,
+/// then send `5`. The GET is released with a noop after a short grace period (the
+/// reference server waits 100 ms); if the upgrade completes during it, this GET came
+/// from a client that did not pause, and is refused like any request on a replaced
+/// transport.
+async fn release_for_upgrade(engine: &Arc<EngineShared>, session: &Session, headers: &HeaderMap) -> Response<ResponseBody> {
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        if session.transport() == TransportKind::WebSocket {
+            return error_response(engine, headers, ErrorCode::BadRequest, None);
+        }
+    }
+    payload_response(engine, headers, &[OutPacket::control(PacketType::Noop)])
 }
 
 pub(crate) async fn post<B>(engine: &Arc<EngineShared>, session: Arc<Session>, req: Request<B>) -> Response<ResponseBody>

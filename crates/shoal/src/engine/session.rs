@@ -94,6 +94,8 @@ pub(crate) struct State {
     pub get_active: bool,
     pub post_active: bool,
     pub closed: Option<CloseReason>,
+    /// When the client must have answered the last ping (None: no ping outstanding).
+    pub pong_deadline: Option<tokio::time::Instant>,
 }
 
 pub struct Session {
@@ -136,6 +138,7 @@ impl Session {
                 get_active: false,
                 post_active: false,
                 closed: None,
+                pong_deadline: None,
             }),
             writable: Notify::new(),
             closed_notify: Notify::new(),
@@ -258,6 +261,7 @@ impl Session {
     }
 
     pub(crate) fn on_pong(&self) {
+        self.state.lock().unwrap().pong_deadline = None;
         self.pongs.fetch_add(1, Ordering::AcqRel);
         self.pong_notify.notify_waiters();
     }
@@ -273,23 +277,26 @@ impl Session {
     }
 
     /// Sends pings every `ping_interval` and closes the session when a pong does not
-    /// come back within `ping_timeout`.
+    /// come back within `ping_timeout`. Times are computed from the schedule, not from
+    /// when a timer happened to fire, so a session is never kept past its deadline.
     pub(crate) async fn heartbeat(self: Arc<Self>) {
         let Some((interval, timeout)) =
             self.engine.upgrade().map(|e| (e.config.ping_interval, e.config.ping_timeout))
         else {
             return;
         };
+        let mut next_ping = tokio::time::Instant::now() + interval;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep_until(next_ping) => {}
                 _ = self.closed() => return,
             }
             let before = self.pongs.load(Ordering::Acquire);
+            let deadline = next_ping + timeout;
+            self.state.lock().unwrap().pong_deadline = Some(deadline);
             if self.send(OutPacket::control(PacketType::Ping)).is_err() {
                 return;
             }
-            let deadline = tokio::time::Instant::now() + timeout;
             loop {
                 let notified = self.pong_notify.notified();
                 tokio::pin!(notified);
@@ -311,6 +318,24 @@ impl Session {
                     }
                 }
             }
+            // The next ping comes one interval after the pong, as in the reference server.
+            next_ping = tokio::time::Instant::now() + interval;
         }
+    }
+
+    /// Closes the session if its client missed a pong deadline that its timer has not
+    /// acted on yet. Returns true if the session is (now) closed.
+    pub(crate) fn check_expired(&self) -> bool {
+        let expired = {
+            let st = self.state.lock().unwrap();
+            if st.closed.is_some() {
+                return true;
+            }
+            st.pong_deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+        };
+        if expired {
+            self.close(CloseReason::PingTimeout);
+        }
+        expired
     }
 }
