@@ -1,1 +1,75 @@
-fn main() {}
+//! `shoal`: one node. Parses its configuration, serves Socket.IO and the chat demo,
+//! and shuts down cleanly on SIGTERM/SIGINT: new sessions are refused and every client
+//! is disconnected with a transport close, so it reconnects (elsewhere, in a cluster).
+
+mod config;
+mod demo;
+mod routes;
+
+use clap::Parser;
+use config::Config;
+use shoal::engine::{Cors, Transports};
+use shoal::Server;
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() {
+    let config = Config::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).init();
+    if let Err(e) = run(config).await {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let transports = Transports::parse(&config.transports).map_err(|e| format!("--transports: {e}"))?;
+    let mut builder = Server::builder()
+        .path(&config.path)
+        .ping_interval(Duration::from_millis(config.ping_interval))
+        .ping_timeout(Duration::from_millis(config.ping_timeout))
+        .max_payload(config.max_payload)
+        .connect_timeout(Duration::from_millis(config.connect_timeout))
+        .max_buffered_bytes(config.max_buffered_bytes)
+        .transports(transports);
+    if !config.cors_origins.is_empty() {
+        let any = config.cors_origins.iter().any(|o| o == "*");
+        let origins = if any { vec![] } else { config.cors_origins.clone() };
+        builder = builder.cors(Cors { origins, credentials: config.cors_credentials });
+    }
+    if let Some(id) = &config.node_id {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(format!("--node-id {id:?}: use letters, digits, '-' and '_' only"));
+        }
+        builder = builder.node_id(id);
+    }
+    let io = builder.build();
+    demo::install(&io);
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        node = %io.engine().config().node_id,
+        path = %io.engine().config().path,
+        "listening on http://{local} (chat demo at /)"
+    );
+
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        }
+    };
+    let routes = routes::Routes { io: io.clone() };
+    shoal::serve(listener, routes, shutdown).await.map_err(|e| e.to_string())?;
+    let sessions = io.session_count();
+    io.close().await;
+    // Give the close frames and the last polling answers a moment to leave.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tracing::info!(sessions, "stopped");
+    Ok(())
+}

@@ -160,6 +160,11 @@ impl Namespace {
 
     // ---- broadcasting -------------------------------------------------------------------
 
+    /// An operator targeting every socket of the namespace, to refine with `to`,
+    /// `except`, `volatile`, ...
+    pub fn broadcast(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone())
+    }
     pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).to(room)
     }

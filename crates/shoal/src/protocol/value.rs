@@ -400,19 +400,14 @@ impl From<Vec<u8>> for Value {
         Value::Binary(Bytes::from(v))
     }
 }
-impl From<Vec<Value>> for Value {
-    fn from(v: Vec<Value>) -> Value {
-        Value::Array(v)
-    }
-}
 impl<T: Into<Value>> From<Option<T>> for Value {
     fn from(v: Option<T>) -> Value {
         v.map(Into::into).unwrap_or(Value::Null)
     }
 }
 
-/// Anything that can be the argument list of an emit or an ack: `()`, a `Value`,
-/// a `Vec<Value>`, or a tuple of up to four convertible values.
+/// Anything that can be the argument list of an emit or an ack: `()`, one value
+/// (anything `Into<Value>`), a `Vec<Value>`, or a tuple of up to four values.
 pub trait IntoArgs {
     fn into_args(self) -> Vec<Value>;
 }
@@ -426,22 +421,8 @@ impl IntoArgs for Vec<Value> {
         self
     }
 }
-impl IntoArgs for Value {
-    fn into_args(self) -> Vec<Value> {
-        vec![self]
-    }
-}
-impl IntoArgs for serde_json::Value {
-    fn into_args(self) -> Vec<Value> {
-        vec![self.into()]
-    }
-}
-impl IntoArgs for &str {
-    fn into_args(self) -> Vec<Value> {
-        vec![self.into()]
-    }
-}
-impl IntoArgs for String {
+/// Any single value is a list of one argument.
+impl<T: Into<Value>> IntoArgs for T {
     fn into_args(self) -> Vec<Value> {
         vec![self.into()]
     }

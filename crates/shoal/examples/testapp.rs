@@ -1,0 +1,313 @@
+//! The Socket.IO app that the end-to-end suite (`tests/js/`) drives with the official
+//! client. Every feature of the socket layer is reachable through an event, so a test
+//! reads as "the client asks for X, sees Y".
+//!
+//! ```text
+//! testapp --port 0 [--transports polling,websocket] [--max-payload N]
+//!         [--ping-interval MS] [--ping-timeout MS] [--connect-timeout MS]
+//! ```
+//! Prints `LISTENING <port>` once ready; stops on SIGTERM or Ctrl-C.
+
+use clap::Parser;
+use shoal::engine::Transports;
+use shoal::{ConnectError, Event, Namespace, Server, Socket, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    #[arg(long, default_value = "polling,websocket")]
+    transports: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    max_payload: usize,
+    #[arg(long, default_value_t = 25_000)]
+    ping_interval: u64,
+    #[arg(long, default_value_t = 20_000)]
+    ping_timeout: u64,
+    #[arg(long, default_value_t = 45_000)]
+    connect_timeout: u64,
+}
+
+/// Disconnections seen by the server, in order: `{id, nsp, reason}`.
+type DisconnectLog = Arc<Mutex<Vec<Value>>>;
+
+fn obj(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+        _ => vec![],
+    }
+}
+
+fn rooms_value(socket: &Socket) -> Value {
+    Value::Array(socket.rooms().iter().map(|r| Value::from(r.to_string())).collect())
+}
+
+/// `echo`, and the disconnect log: what every namespace of the app has.
+fn common(socket: &Socket, log: &DisconnectLog) {
+    socket.on("echo", |socket: Socket, ev: Event| async move {
+        if ev.wants_ack() {
+            ev.ack(ev.args.clone());
+        } else {
+            let _ = socket.emit("echo", ev.args.clone());
+        }
+    });
+    let log = log.clone();
+    socket.on_disconnect(move |socket: Socket, reason| {
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().push(obj(vec![
+                ("id", Value::from(socket.id().to_string())),
+                ("nsp", Value::from(socket.ns().name())),
+                ("reason", Value::from(reason.as_str())),
+            ]));
+        }
+    });
+}
+
+fn welcome(ns: &Namespace, log: &DisconnectLog) {
+    let log = log.clone();
+    ns.on_connection(move |socket: Socket| {
+        let log = log.clone();
+        async move {
+            common(&socket, &log);
+            let _ = socket.emit("welcome", socket.ns().name());
+        }
+    });
+}
+
+/// Targets of a namespace-level operation: `spec.to` rooms, `spec.except` rooms.
+fn target(ns: &Namespace, spec: &Value) -> shoal::BroadcastOperator {
+    let mut op = ns.broadcast();
+    for room in strings(spec.get("to").unwrap_or(&Value::Null)) {
+        op = op.to(room);
+    }
+    for room in strings(spec.get("except").unwrap_or(&Value::Null)) {
+        op = op.except(room);
+    }
+    op
+}
+
+fn main_namespace(io: &Server, log: &DisconnectLog) {
+    let ns = io.of("/");
+    ns.middleware(|socket: Socket| async move {
+        if socket.handshake().auth.get("reject") == Some(&Value::Bool(true)) {
+            return Err(ConnectError::with_data("rejected", obj(vec![("reason", Value::from("auth.reject"))])));
+        }
+        Ok(())
+    });
+    let log = log.clone();
+    ns.on_connection(move |socket: Socket| {
+        let log = log.clone();
+        async move { setup_main(socket, log) }
+    });
+}
+
+fn setup_main(socket: Socket, log: DisconnectLog) {
+    common(&socket, &log);
+    let any_log: Arc<Mutex<Vec<Value>>> = Arc::default();
+    const NAMED: &[&str] = &[
+        "echo", "join", "leave", "broadcast", "broadcast-with-ack", "emit-with-ack", "fetch-sockets", "sockets-join",
+        "sockets-leave", "disconnect-sockets", "disconnect-me", "handshake", "set-data", "get-data", "any-log",
+        "disconnect-log", "emit-binary", "server-side-emit",
+    ];
+    {
+        let any_log = any_log.clone();
+        socket.on_any(move |_socket: Socket, ev: Event| {
+            let any_log = any_log.clone();
+            async move {
+                if !NAMED.contains(&ev.name.as_str()) {
+                    let mut entry = vec![Value::from(ev.name.clone())];
+                    entry.extend(ev.args.iter().cloned());
+                    any_log.lock().unwrap().push(Value::Array(entry));
+                }
+            }
+        });
+    }
+    socket.on("any-log", move |_s: Socket, ev: Event| {
+        let any_log = any_log.clone();
+        async move {
+            let entries = any_log.lock().unwrap().clone();
+            ev.ack(Value::Array(entries));
+        }
+    });
+    socket.on("disconnect-log", move |_s: Socket, ev: Event| {
+        let log = log.clone();
+        async move {
+            let entries = log.lock().unwrap().clone();
+            ev.ack(Value::Array(entries));
+        }
+    });
+    socket.on("join", |socket: Socket, ev: Event| async move {
+        socket.join_all(strings(ev.arg(0)));
+        ev.ack(rooms_value(&socket));
+    });
+    socket.on("leave", |socket: Socket, ev: Event| async move {
+        for room in strings(ev.arg(0)) {
+            socket.leave(room);
+        }
+        ev.ack(rooms_value(&socket));
+    });
+    socket.on("broadcast", |socket: Socket, ev: Event| async move {
+        let spec = ev.arg(0).clone();
+        let mut op = if spec.get("fromSocket") == Some(&Value::Bool(true)) { socket.broadcast() } else { socket.ns().broadcast() };
+        for room in strings(spec.get("to").unwrap_or(&Value::Null)) {
+            op = op.to(room);
+        }
+        for room in strings(spec.get("except").unwrap_or(&Value::Null)) {
+            op = op.except(room);
+        }
+        if spec.get("volatile") == Some(&Value::Bool(true)) {
+            op = op.volatile();
+        }
+        if spec.get("local") == Some(&Value::Bool(true)) {
+            op = op.local();
+        }
+        let event = spec.get("event").and_then(Value::as_str).unwrap_or("tick").to_owned();
+        let args = spec.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+        let _ = op.emit(&event, args);
+        ev.ack(());
+    });
+    socket.on("broadcast-with-ack", |socket: Socket, ev: Event| async move {
+        let spec = ev.arg(0).clone();
+        let timeout = spec.get("timeout").and_then(Value::as_u64).unwrap_or(1000);
+        let op = target(socket.ns(), &spec).timeout(Duration::from_millis(timeout));
+        let event = spec.get("event").and_then(Value::as_str).unwrap_or("tick").to_owned();
+        let args = spec.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+        let answer = match op.emit_with_ack_responses(&event, args).await {
+            Ok(r) if !r.timed_out => obj(vec![("ok", true.into()), ("responses", Value::Array(r.responses))]),
+            Ok(r) => obj(vec![("ok", false.into()), ("error", "operation has timed out".into()), ("responses", Value::Array(r.responses))]),
+            Err(e) => obj(vec![("ok", false.into()), ("error", e.to_string().into())]),
+        };
+        ev.ack(answer);
+    });
+    socket.on("emit-with-ack", |socket: Socket, ev: Event| async move {
+        let spec = ev.arg(0).clone();
+        let timeout = spec.get("timeout").and_then(Value::as_u64).unwrap_or(1000);
+        let event = spec.get("event").and_then(Value::as_str).unwrap_or("ask").to_owned();
+        let args = spec.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+        let answer = match socket.timeout(Duration::from_millis(timeout)).emit_with_ack(&event, args).await {
+            Ok(response) => obj(vec![("ok", true.into()), ("response", Value::Array(response))]),
+            Err(e) => obj(vec![("ok", false.into()), ("error", e.to_string().into())]),
+        };
+        ev.ack(answer);
+    });
+    socket.on("fetch-sockets", |socket: Socket, ev: Event| async move {
+        let sockets = target(socket.ns(), ev.arg(0)).fetch_sockets().await.unwrap_or_default();
+        let mut list: Vec<Value> = sockets
+            .iter()
+            .map(|s| {
+                obj(vec![
+                    ("id", Value::from(s.id().to_string())),
+                    ("rooms", Value::Array(s.rooms().iter().map(|r| Value::from(r.to_string())).collect())),
+                    ("data", s.data().clone()),
+                ])
+            })
+            .collect();
+        list.sort_by(|a, b| a.get("id").and_then(Value::as_str).cmp(&b.get("id").and_then(Value::as_str)));
+        ev.ack(Value::Array(list));
+    });
+    socket.on("sockets-join", |socket: Socket, ev: Event| async move {
+        let rooms = strings(ev.arg(0).get("rooms").unwrap_or(&Value::Null));
+        let _ = target(socket.ns(), ev.arg(0)).sockets_join(rooms).await;
+        ev.ack(());
+    });
+    socket.on("sockets-leave", |socket: Socket, ev: Event| async move {
+        let rooms = strings(ev.arg(0).get("rooms").unwrap_or(&Value::Null));
+        let _ = target(socket.ns(), ev.arg(0)).sockets_leave(rooms).await;
+        ev.ack(());
+    });
+    socket.on("disconnect-sockets", |socket: Socket, ev: Event| async move {
+        let close = ev.arg(0).get("close") == Some(&Value::Bool(true));
+        // Ack first: the asking socket may be one of those disconnected.
+        ev.ack(());
+        let _ = target(socket.ns(), ev.arg(0)).disconnect_sockets(close).await;
+    });
+    socket.on("disconnect-me", |socket: Socket, ev: Event| async move {
+        socket.disconnect(ev.arg(0).as_bool().unwrap_or(false));
+    });
+    socket.on("handshake", |socket: Socket, ev: Event| async move {
+        ev.ack(socket.handshake().to_value());
+    });
+    socket.on("set-data", |socket: Socket, ev: Event| async move {
+        socket.set_data(ev.arg(0).clone());
+        ev.ack(());
+    });
+    socket.on("get-data", |socket: Socket, ev: Event| async move {
+        ev.ack(socket.data());
+    });
+    socket.on("emit-binary", |socket: Socket, ev: Event| async move {
+        let nested = obj(vec![
+            ("nested", Value::Array(vec![Value::from(vec![1u8, 2, 3]), Value::from("text")])),
+            ("n", Value::from(1)),
+        ]);
+        let _ = socket.emit("binary", (Value::from(b"hello".to_vec()), nested));
+        ev.ack(());
+    });
+    socket.on("server-side-emit", |socket: Socket, ev: Event| async move {
+        let responses = socket.ns().server_side_emit_with_ack("ping", (), Duration::from_millis(1000)).await.unwrap_or_default();
+        ev.ack(responses.len());
+    });
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    let args = Args::parse();
+    let transports = Transports::parse(&args.transports).map_err(std::io::Error::other)?;
+    let io = Server::builder()
+        .transports(transports)
+        .max_payload(args.max_payload)
+        .ping_interval(Duration::from_millis(args.ping_interval))
+        .ping_timeout(Duration::from_millis(args.ping_timeout))
+        .connect_timeout(Duration::from_millis(args.connect_timeout))
+        .build();
+    let log: DisconnectLog = Arc::default();
+
+    main_namespace(&io, &log);
+    welcome(&io.of("/custom"), &log);
+    {
+        let log = log.clone();
+        let pattern = regex::Regex::new(r"^/dyn-[a-z0-9]+$").expect("valid regex");
+        io.dynamic_namespace(move |name, _auth| pattern.is_match(name), move |ns| welcome(ns, &log));
+    }
+    let admin = io.of("/admin");
+    admin.middleware(|socket: Socket| async move {
+        if socket.handshake().auth.get("token").and_then(Value::as_str) == Some("secret") {
+            Ok(())
+        } else {
+            Err(ConnectError::with_data("unauthorized", obj(vec![("code", Value::from(401))])))
+        }
+    });
+    welcome(&admin, &log);
+    let slow = io.of("/slow");
+    slow.middleware(|_socket: Socket| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    });
+    welcome(&slow, &log);
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+    println!("LISTENING {}", listener.local_addr()?.port());
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    shoal::serve(listener, io.service(), shutdown).await?;
+    io.close().await;
+    // Let the close packets reach the clients before the process goes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
