@@ -1,0 +1,246 @@
+//! Engine.IO over raw HTTP and WebSocket: a client sends this, the server answers that.
+
+mod common;
+
+use common::*;
+use shoal::engine::{Cors, EngineConfig, Transports};
+use std::time::Duration;
+
+fn config() -> EngineConfig {
+    EngineConfig { node_id: "n1".into(), ..EngineConfig::default() }
+}
+
+const P: &str = "/engine.io/";
+
+#[tokio::test]
+async fn polling_handshake_has_the_five_fields_and_an_owner_prefixed_sid() {
+    let (addr, _) = serve_echo_engine(config()).await;
+    let res = get(addr, "/engine.io/?EIO=4&transport=polling").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-type"), Some("text/plain; charset=UTF-8"));
+    let open: serde_json::Value = serde_json::from_str(&res.text()[1..]).unwrap();
+    let keys: Vec<&str> = open.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 5);
+    for k in ["sid", "upgrades", "pingInterval", "pingTimeout", "maxPayload"] {
+        assert!(keys.contains(&k), "missing {k}");
+    }
+    assert_eq!(open["upgrades"], serde_json::json!(["websocket"]));
+    assert_eq!(open["pingInterval"], 25000);
+    assert_eq!(open["maxPayload"], 1_000_000);
+    assert!(open["sid"].as_str().unwrap().starts_with("n1~"));
+}
+
+#[tokio::test]
+async fn error_answers_carry_the_protocol_codes() {
+    let (addr, _) = serve_echo_engine(config()).await;
+    let cases = [
+        ("GET", "/engine.io/?EIO=4&transport=carrier-pigeon", 400, 0, "Transport unknown"),
+        ("GET", "/engine.io/?EIO=4&transport=polling&sid=nope", 400, 1, "Session ID unknown"),
+        ("POST", "/engine.io/?EIO=4&transport=polling", 400, 2, "Bad handshake method"),
+        ("GET", "/engine.io/?EIO=4&transport=websocket", 400, 3, "Bad request"),
+        ("GET", "/engine.io/?EIO=3&transport=polling", 400, 5, "Unsupported protocol version"),
+        ("GET", "/engine.io/?transport=polling", 400, 5, "Unsupported protocol version"),
+    ];
+    for (method, path, status, code, message) in cases {
+        let res = http(addr, method, path, &[], b"").await;
+        assert_eq!(res.status, status, "{method} {path}");
+        assert_eq!(res.header("content-type"), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+        assert_eq!(body, serde_json::json!({"code": code, "message": message}), "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn allow_request_refuses_with_403_and_its_message() {
+    let mut cfg = config();
+    cfg.allow_request = Some(std::sync::Arc::new(|parts: &http::request::Parts| {
+        if parts.headers.get("x-token").is_some_and(|v| v == "ok") {
+            Ok(())
+        } else {
+            Err("token required".into())
+        }
+    }));
+    let (addr, _) = serve_echo_engine(cfg).await;
+    let res = get(addr, "/engine.io/?EIO=4&transport=polling").await;
+    assert_eq!(res.status, 403);
+    assert_eq!(res.text(), r#"{"code":4,"message":"token required"}"#);
+    let res = http(addr, "GET", "/engine.io/?EIO=4&transport=polling", &[("X-Token", "ok")], b"").await;
+    assert_eq!(res.status, 200);
+}
+
+#[tokio::test]
+async fn polling_post_then_get_returns_every_packet_in_one_payload() {
+    let (addr, _) = serve_echo_engine(config()).await;
+    let sid = polling_handshake(addr, P).await;
+    let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
+    let res = post(addr, &url, b"4hello\x1ebAQIDBA==\x1e4\xc3\xa9t\xc3\xa9").await;
+    assert_eq!((res.status, res.text().as_str()), (200, "ok"));
+    assert_eq!(res.header("content-type"), Some("text/html"));
+    let res = get(addr, &url).await;
+    assert_eq!(res.text(), "4hello\x1ebAQIDBA==\x1e4été");
+}
+
+#[tokio::test]
+async fn polling_body_over_max_payload_is_413_and_the_session_lives() {
+    let (addr, _) = serve_echo_engine(EngineConfig { max_payload: 100, ..config() }).await;
+    let sid = polling_handshake(addr, P).await;
+    let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
+    let big = format!("4{}", "x".repeat(200));
+    assert_eq!(post(addr, &url, big.as_bytes()).await.status, 413);
+    assert_eq!(post(addr, &url, b"4small").await.text(), "ok");
+    assert_eq!(get(addr, &url).await.text(), "4small");
+}
+
+#[tokio::test]
+async fn a_second_concurrent_get_closes_the_session() {
+    let (addr, _) = serve_echo_engine(config()).await;
+    let sid = polling_handshake(addr, P).await;
+    let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { get(addr, &url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = get(addr, &url).await;
+    assert_eq!(second.status, 400);
+    let first = first.await.unwrap();
+    assert_eq!((first.status, first.text().as_str()), (200, "1"));
+    let body: serde_json::Value = serde_json::from_slice(&get(addr, &url).await.body).unwrap();
+    assert_eq!(body["code"], 1);
+}
+
+#[tokio::test]
+async fn invalid_polling_payload_closes_the_session() {
+    let (addr, _) = serve_echo_engine(config()).await;
+    for bad in [&b"abc"[..], b"4ok\x1e", b"\xff\xfe", b"bnot base64!"] {
+        let sid = polling_handshake(addr, P).await;
+        let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
+        post(addr, &url, bad).await;
+        assert_eq!(get(addr, &url).await.status, 400, "{bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn polling_ping_then_timeout() {
+    let cfg = EngineConfig { ping_interval: Duration::from_millis(100), ping_timeout: Duration::from_millis(100), ..config() };
+    let (addr, engine) = serve_echo_engine(cfg).await;
+    let sid = polling_handshake(addr, P).await;
+    let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
+    assert_eq!(get(addr, &url).await.text(), "2");
+    assert_eq!(post(addr, &url, b"3").await.text(), "ok");
+    assert_eq!(get(addr, &url).await.text(), "2");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(get(addr, &url).await.status, 400);
+    assert_eq!(engine.session_count(), 0);
+}
+
+#[tokio::test]
+async fn websocket_only_session_echoes_text_and_binary() {
+    let (addr, _) = serve_echo_engine(config()).await;
+    let mut ws = ws_connect(addr, "/engine.io/?EIO=4&transport=websocket").await;
+    let open = next_text(&mut ws).await.unwrap();
+    let open: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
+    assert_eq!(open["upgrades"], serde_json::json!([]));
+    send_text(&mut ws, "4héllo").await;
+    assert_eq!(next_non_ping(&mut ws).await.unwrap(), "4héllo");
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(next_non_ping(&mut ws).await.unwrap(), "<binary [1, 2, 3]>");
+    send_text(&mut ws, "abc").await;
+    assert!(closed_within(&mut ws, Duration::from_secs(2)).await);
+}
+
+#[tokio::test]
+async fn websocket_message_over_max_payload_closes_the_session() {
+    let (addr, engine) = serve_echo_engine(EngineConfig { max_payload: 1000, ..config() }).await;
+    let mut ws = ws_connect(addr, "/engine.io/?EIO=4&transport=websocket").await;
+    next_text(&mut ws).await.unwrap();
+    send_text(&mut ws, &format!("4{}", "x".repeat(998))).await;
+    assert_eq!(next_non_ping(&mut ws).await.unwrap().len(), 999);
+    send_text(&mut ws, &format!("4{}", "x".repeat(5000))).await;
+    assert!(closed_within(&mut ws, Duration::from_secs(2)).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(engine.session_count(), 0);
+}
+
+#[tokio::test]
+async fn upgrade_from_polling_releases_the_pending_get_and_keeps_queued_packets() {
+    let (addr, _) = serve_echo_engine(config()).await;
+    let sid = polling_handshake(addr, P).await;
+    let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
+    let pending = tokio::spawn({
+        let url = url.clone();
+        async move { get(addr, &url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut ws = ws_connect(addr, &format!("{P}?EIO=4&transport=websocket&sid={sid}")).await;
+    send_text(&mut ws, "2probe").await;
+    assert_eq!(next_text(&mut ws).await.unwrap(), "3probe");
+    assert_eq!(pending.await.unwrap().text(), "6");
+    // Sent over polling while the upgrade is under way: must come out on the WebSocket.
+    assert_eq!(post(addr, &url, b"4during").await.text(), "ok");
+    send_text(&mut ws, "5").await;
+    assert_eq!(next_non_ping(&mut ws).await.unwrap(), "4during");
+    send_text(&mut ws, "4after").await;
+    assert_eq!(next_non_ping(&mut ws).await.unwrap(), "4after");
+    assert_eq!(get(addr, &url).await.status, 400, "polling is over for this session");
+}
+
+#[tokio::test]
+async fn transports_option_limits_what_clients_may_use() {
+    let (addr, _) = serve_echo_engine(EngineConfig { transports: Transports::WEBSOCKET, ..config() }).await;
+    let res = get(addr, "/engine.io/?EIO=4&transport=polling").await;
+    assert_eq!(res.status, 400);
+    assert_eq!(res.text(), r#"{"code":0,"message":"Transport unknown"}"#);
+    let mut ws = ws_connect(addr, "/engine.io/?EIO=4&transport=websocket").await;
+    assert!(next_text(&mut ws).await.unwrap().starts_with("0{"));
+
+    let (addr, _) = serve_echo_engine(EngineConfig { transports: Transports::POLLING, ..config() }).await;
+    let res = get(addr, "/engine.io/?EIO=4&transport=polling").await;
+    let open: serde_json::Value = serde_json::from_str(&res.text()[1..]).unwrap();
+    assert_eq!(open["upgrades"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn cors_preflight_and_allowed_origins() {
+    let cors = Cors { origins: vec!["https://app.example".into()], credentials: true };
+    let (addr, _) = serve_echo_engine(EngineConfig { cors: Some(cors), ..config() }).await;
+    let res = http(
+        addr,
+        "OPTIONS",
+        "/engine.io/?EIO=4&transport=polling",
+        &[("Origin", "https://app.example"), ("Access-Control-Request-Headers", "content-type")],
+        b"",
+    )
+    .await;
+    assert_eq!(res.status, 204);
+    assert_eq!(res.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(res.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(res.header("access-control-allow-headers"), Some("content-type"));
+    assert!(res.header("access-control-allow-methods").unwrap().contains("POST"));
+
+    let ok = http(addr, "GET", "/engine.io/?EIO=4&transport=polling", &[("Origin", "https://app.example")], b"").await;
+    assert_eq!(ok.header("access-control-allow-origin"), Some("https://app.example"));
+    let other = http(addr, "GET", "/engine.io/?EIO=4&transport=polling", &[("Origin", "https://evil.example")], b"").await;
+    assert_eq!(other.header("access-control-allow-origin"), None);
+
+    let (addr, _) = serve_echo_engine(EngineConfig { cors: Some(Cors::default()), ..config() }).await;
+    let any = http(addr, "GET", "/engine.io/?EIO=4&transport=polling", &[("Origin", "https://x.example")], b"").await;
+    assert_eq!(any.header("access-control-allow-origin"), Some("*"));
+}
+
+#[tokio::test]
+async fn client_close_packet_ends_the_session() {
+    let (addr, engine) = serve_echo_engine(config()).await;
+    let sid = polling_handshake(addr, P).await;
+    let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
+    let pending = tokio::spawn({
+        let url = url.clone();
+        async move { get(addr, &url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    post(addr, &url, b"1").await;
+    assert_eq!(pending.await.unwrap().text(), "6");
+    assert_eq!(get(addr, &url).await.status, 400);
+    assert_eq!(engine.session_count(), 0);
+}
