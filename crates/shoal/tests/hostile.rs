@@ -1,0 +1,178 @@
+//! Hostile input: each offending session is closed with a reason (or the request is
+//! refused), nothing panics, and a well-behaved session beside it keeps working.
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use shoal::{Event, Server, ServeOptions, Socket};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+fn echo_server() -> Server {
+    let io = Server::builder().connect_timeout(Duration::from_millis(500)).max_buffered_bytes(256 * 1024).build();
+    io.on_connection(|socket: Socket| async move {
+        socket.on("echo", |socket: Socket, ev: Event| async move {
+            if ev.wants_ack() {
+                ev.ack(ev.args.clone());
+            } else {
+                let _ = socket.emit("echo", ev.args.clone());
+            }
+        });
+        socket.on("flood-me", |socket: Socket, _ev: Event| async move {
+            // Far more than a client that does not read can take.
+            let chunk = "y".repeat(64 * 1024);
+            for _ in 0..200 {
+                if socket.emit("chunk", chunk.as_str()).is_err() {
+                    break;
+                }
+            }
+        });
+    });
+    io
+}
+
+/// A healthy client still gets its echo.
+async fn assert_healthy(ws: &mut Ws) {
+    send_text(ws, "42[\"echo\",\"still here\"]").await;
+    assert_eq!(next_non_ping(ws).await.as_deref(), Some("42[\"echo\",\"still here\"]"));
+}
+
+#[tokio::test]
+async fn malformed_socket_io_packets_close_only_their_session() {
+    let io = echo_server();
+    let addr = serve_io(&io).await;
+    let mut good = sio_connect(addr).await;
+    let deep = format!("42[\"echo\",{}1{}]", "[".repeat(5000), "]".repeat(5000));
+    let bad: Vec<String> = vec![
+        "4abc".into(),
+        "42{}".into(),
+        "42abc[\"echo\"]".into(),
+        "42[\"echo\"".into(),
+        "42[\"connect\"]".into(),
+        "4".into(),
+        "49[\"x\"]".into(),
+        "43[\"no id\"]".into(),
+        "42/nowhere,[\"echo\"]".into(),
+        "40".into(), // a second CONNECT to `/`
+        "44{\"message\":\"client may not send this\"}".into(),
+        "499999999999999999999999[\"echo\"]".into(),
+        "451000000-[\"echo\"]".into(),
+        "4511-[\"echo\"]".into(),
+        deep,
+    ];
+    for packet in bad {
+        let mut ws = sio_connect(addr).await;
+        send_text(&mut ws, &packet).await;
+        assert!(closed_within(&mut ws, Duration::from_secs(2)).await, "not closed after {:.40}", packet);
+    }
+    assert_healthy(&mut good).await;
+}
+
+#[tokio::test]
+async fn bad_binary_sequences_close_the_session() {
+    let io = echo_server();
+    let addr = serve_io(&io).await;
+    // Binary frame nobody announced.
+    let mut ws = sio_connect(addr).await;
+    ws.send(WsMessage::binary(vec![1u8, 2])).await.unwrap();
+    assert!(closed_within(&mut ws, Duration::from_secs(2)).await);
+    // Text frame while attachments are still due.
+    let mut ws = sio_connect(addr).await;
+    send_text(&mut ws, "452-[\"echo\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]").await;
+    ws.send(WsMessage::binary(vec![1u8])).await.unwrap();
+    send_text(&mut ws, "42[\"echo\"]").await;
+    assert!(closed_within(&mut ws, Duration::from_secs(2)).await);
+    // Placeholder pointing past the attachments.
+    let mut ws = sio_connect(addr).await;
+    send_text(&mut ws, "451-[\"echo\",{\"_placeholder\":true,\"num\":7}]").await;
+    ws.send(WsMessage::binary(vec![1u8])).await.unwrap();
+    assert!(closed_within(&mut ws, Duration::from_secs(2)).await);
+    // A correct binary event still round-trips.
+    let mut ws = sio_connect(addr).await;
+    send_text(&mut ws, "451-[\"echo\",{\"_placeholder\":true,\"num\":0}]").await;
+    ws.send(WsMessage::binary(vec![9u8, 8])).await.unwrap();
+    assert_eq!(next_non_ping(&mut ws).await.unwrap(), "451-[\"echo\",{\"_placeholder\":true,\"num\":0}]");
+    assert_eq!(next_non_ping(&mut ws).await.unwrap(), "<binary [9, 8]>");
+}
+
+#[tokio::test]
+async fn invalid_utf8_over_polling_is_refused() {
+    let io = echo_server();
+    let addr = serve_io(&io).await;
+    let sid = polling_handshake(addr, "/socket.io/").await;
+    let url = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    assert_eq!(post(addr, &url, b"40").await.text(), "ok");
+    let res = post(addr, &url, b"42[\"echo\",\"\xff\xfe\"]").await;
+    assert_eq!(res.status, 400);
+    assert_eq!(get(addr, &url).await.status, 400, "the session is gone");
+}
+
+#[tokio::test]
+async fn websocket_that_never_connects_is_closed_after_connect_timeout() {
+    let io = echo_server();
+    let addr = serve_io(&io).await;
+    let mut ws = ws_connect(addr, "/socket.io/?EIO=4&transport=websocket").await;
+    assert!(next_text(&mut ws).await.unwrap().starts_with("0{"));
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut ws, Duration::from_secs(3)).await);
+    assert!(started.elapsed() >= Duration::from_millis(400), "closed too early: {:?}", started.elapsed());
+    assert_eq!(io.session_count(), 0);
+}
+
+#[tokio::test]
+async fn half_sent_requests_are_dropped_after_the_header_deadline() {
+    let io = echo_server();
+    let addr = serve_io_with(&io, ServeOptions { header_read_timeout: Duration::from_millis(300), ..Default::default() }).await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server kept a half-sent request open");
+    let mut good = sio_connect(addr).await;
+    assert_healthy(&mut good).await;
+}
+
+#[tokio::test]
+async fn a_flood_of_tiny_frames_does_not_hurt_other_sessions() {
+    let io = echo_server();
+    let addr = serve_io(&io).await;
+    let mut good = sio_connect(addr).await;
+    let mut flooder = sio_connect(addr).await;
+    for i in 0..20_000 {
+        if flooder.feed(WsMessage::text(format!("42[\"nothing\",{i}]"))).await.is_err() {
+            break;
+        }
+    }
+    let _ = flooder.flush().await;
+    assert_healthy(&mut good).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_its_queue_freed() {
+    let io = echo_server();
+    let addr = serve_io(&io).await;
+    let mut good = sio_connect(addr).await;
+    // A raw TCP client that upgrades, connects, asks for a flood, then never reads.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.set_nodelay(true).unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/socket.io/?EIO=4&transport=websocket"), &mut raw)
+        .await
+        .unwrap();
+    next_text_raw(&mut ws).await;
+    ws.send(WsMessage::text("40")).await.unwrap();
+    ws.send(WsMessage::text("42[\"flood-me\"]")).await.unwrap();
+    // Stop reading. The server must drop the session within its limits.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while io.session_count() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "slow client was never dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_healthy(&mut good).await;
+}
+
+async fn next_text_raw<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(ws: &mut tokio_tungstenite::WebSocketStream<S>) {
+    use futures_util::StreamExt;
+    let _ = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+}
