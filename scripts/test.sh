@@ -52,10 +52,7 @@ chromium --version 2>/dev/null || true
 # ---------------------------------------------------------------------------
 section "JS dependencies (npm ci)"
 npm ci --prefix tests/js --no-audit --no-fund
-DEMO_DIR="crates/shoal-server/demo"
-if [ -f "$DEMO_DIR/package-lock.json" ]; then
-  npm ci --prefix "$DEMO_DIR" --no-audit --no-fund
-fi
+# (The demo's socket.io-client bundle is fetched by crates/shoal-server/build.rs.)
 
 # ---------------------------------------------------------------------------
 section "cargo build (release: workspace, bins, examples)"

@@ -157,8 +157,10 @@ for (const transport of TRANSPORTS) {
       const manager = clients.manager();
       const custom = manager.socket("/custom");
       const admin = manager.socket("/admin", { auth: { token: "wrong" } });
+      // Both waits start now: the connect_error may arrive before /custom's connect.
+      const rejected = waitConnectError(admin);
       await waitConnect(custom);
-      const err = await waitConnectError(admin);
+      const err = await rejected;
       assert.equal(err.message, "unauthorized");
       assert.deepEqual(await ack(custom, "echo", "ok"), ["ok"]);
       assert.equal(manager.engine.readyState, "open");

@@ -38,54 +38,43 @@ impl MemoryAdapter {
         sent
     }
 
-    /// Runs a broadcast that collects acks over the local sockets.
-    pub async fn broadcast_with_ack_local(&self, mut packet: Packet, opts: &BroadcastOptions) -> AckResponses {
+    /// Sends a packet that expects acks to the matching local sockets. Returns how many
+    /// got it and the channel their acks (argument lists) arrive on; the channel closes
+    /// when every one of them acked or disconnected. The packet gets a local ack id.
+    pub fn start_broadcast_with_ack(&self, mut packet: Packet, opts: &BroadcastOptions) -> (usize, AckReceiver) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let Some(ns) = self.ns.upgrade() else {
-            return AckResponses { responses: vec![], expected: 0, timed_out: false };
+            return (0, AckReceiver { rx, id: 0, sockets: vec![] });
         };
         let id = ns.next_ack_id();
         packet.id = Some(id);
         let encoded = encode(&packet);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut expected = 0;
+        let mut sockets = Vec::new();
         for sid in self.rooms.matching(opts) {
             if let Some(socket) = ns.local_socket(&sid) {
                 socket.expect_ack_many(id, tx.clone());
                 if socket.send_encoded(&encoded, false) {
-                    expected += 1;
+                    sockets.push(socket);
                 } else {
                     socket.forget_ack(id);
                 }
             }
         }
-        drop(tx);
-        let mut responses = Vec::with_capacity(expected);
+        (sockets.len(), AckReceiver { rx, id, sockets })
+    }
+
+    /// Runs a broadcast that collects acks over the local sockets.
+    pub async fn broadcast_with_ack_local(&self, packet: Packet, opts: &BroadcastOptions) -> AckResponses {
+        let (expected, mut acks) = self.start_broadcast_with_ack(packet, opts);
         let deadline = opts.flags.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut responses = Vec::with_capacity(expected);
         let mut timed_out = false;
         while responses.len() < expected {
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
-                    Ok(v) => v,
-                    Err(_) => {
-                        timed_out = true;
-                        break;
-                    }
-                },
-                None => rx.recv().await,
-            };
-            match next {
-                Some(args) => responses.push(args.into_iter().next().unwrap_or(Value::Null)),
-                // Every socket still expected has disconnected: nothing more will come.
-                None => {
+            match acks.next(deadline).await {
+                AckNext::Ack(first) => responses.push(first),
+                AckNext::Closed | AckNext::Timeout => {
                     timed_out = true;
                     break;
-                }
-            }
-        }
-        if timed_out {
-            for sid in self.rooms.matching(opts) {
-                if let Some(socket) = ns.local_socket(&sid) {
-                    socket.forget_ack(id);
                 }
             }
         }
@@ -122,6 +111,46 @@ impl MemoryAdapter {
             if let Some(socket) = ns.local_socket(&id) {
                 socket.disconnect(close);
             }
+        }
+    }
+}
+
+/// What `AckReceiver::next` got.
+pub enum AckNext {
+    /// The first argument of one socket's ack.
+    Ack(Value),
+    /// Every socket acked or disconnected.
+    Closed,
+    Timeout,
+}
+
+/// The acks of a local broadcast, as they arrive. Dropping it forgets the acks still due.
+pub struct AckReceiver {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Value>>,
+    id: u64,
+    sockets: Vec<crate::io::Socket>,
+}
+
+impl AckReceiver {
+    pub async fn next(&mut self, deadline: Option<tokio::time::Instant>) -> AckNext {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, self.rx.recv()).await {
+                Ok(v) => v,
+                Err(_) => return AckNext::Timeout,
+            },
+            None => self.rx.recv().await,
+        };
+        match next {
+            Some(args) => AckNext::Ack(args.into_iter().next().unwrap_or(Value::Null)),
+            None => AckNext::Closed,
+        }
+    }
+}
+
+impl Drop for AckReceiver {
+    fn drop(&mut self) {
+        for socket in &self.sockets {
+            socket.forget_ack(self.id);
         }
     }
 }

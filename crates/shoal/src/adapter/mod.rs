@@ -8,9 +8,11 @@
 //! with an [`AdapterError`].
 
 mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod rooms;
 
-pub use memory::MemoryAdapter;
+pub use memory::{AckNext, AckReceiver, MemoryAdapter};
 pub use rooms::LocalRooms;
 
 use crate::io::{Handshake, Namespace};

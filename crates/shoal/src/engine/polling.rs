@@ -65,17 +65,19 @@ pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, heade
                 break;
             }
             if let Some(reason) = st.closed {
-                // The last answer of a closed session: what was queued, then the close
-                // packet (or a noop when the client itself closed). The session goes.
-                st.outbox_bytes = 0;
-                let mut packets: Vec<OutPacket> = st.outbox.drain(..).collect();
-                drop(st);
-                if packets.is_empty() {
-                    let last = if reason == CloseReason::TransportClose { PacketType::Noop } else { PacketType::Close };
-                    packets.push(OutPacket::control(last));
+                // The last answers of a closed session: what was still queued, then (in
+                // the next answer) the close packet, or a noop when the client itself
+                // closed. Then the session goes.
+                if !st.outbox.is_empty() {
+                    st.outbox_bytes = 0;
+                    let packets: Vec<OutPacket> = st.outbox.drain(..).collect();
+                    drop(st);
+                    return payload_response(engine, headers, &packets);
                 }
+                drop(st);
+                let last = if reason == CloseReason::TransportClose { PacketType::Noop } else { PacketType::Close };
                 engine.remove(&session.sid);
-                return payload_response(engine, headers, &packets);
+                return payload_response(engine, headers, &[OutPacket::control(last)]);
             }
             if !st.outbox.is_empty() {
                 st.outbox_bytes = 0;

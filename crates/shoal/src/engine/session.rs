@@ -207,16 +207,19 @@ impl Session {
             }
             st.closed = Some(reason);
             let polling = st.transport == TransportKind::Polling;
-            // A polling client learns of the close from a close packet on its next GET.
-            if polling && reason != CloseReason::TransportClose {
-                st.outbox.push_back(OutPacket::control(PacketType::Close));
+            if reason == CloseReason::SlowClient {
+                // What it did not read is what overflowed: free it now.
+                st.outbox.clear();
+                st.outbox_bytes = 0;
             }
-            // A polling session closed in order stays findable until its client's next
-            // GET collects the last packets (the GET then removes it), or for a grace
+            // A polling client learns of a close from its next GET: first what was queued
+            // (a DISCONNECT, say), then, in a later answer, the close packet, as the
+            // reference server does. Until then the session stays findable, for a grace
             // period. Broken sessions go at once, so later requests learn the sid is gone.
             match reason {
-                CloseReason::PingTimeout | CloseReason::TransportError | CloseReason::ParseError => None,
-                _ if !polling || st.get_active => None,
+                CloseReason::PingTimeout | CloseReason::TransportError | CloseReason::ParseError | CloseReason::SlowClient => None,
+                _ if !polling => None,
+                CloseReason::TransportClose if st.get_active => None,
                 CloseReason::TransportClose => Some(std::time::Duration::from_secs(1)),
                 _ => Some(std::time::Duration::from_secs(10)),
             }

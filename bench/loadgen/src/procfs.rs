@@ -1,0 +1,77 @@
+//! What /proc says about a process tree: CPU seconds (utime + stime) and resident memory.
+//! A server is measured as its process and all its descendants (node:cluster forks workers).
+
+use std::fs;
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// The fields of /proc/<pid>/stat after the command name: [0] is state (field 3).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// CPU seconds (user + system) one process has used.
+pub fn cpu_secs(pid: i32) -> Option<f64> {
+    let f = stat_fields(pid)?;
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+pub fn self_cpu_secs() -> f64 {
+    cpu_secs(std::process::id() as i32).unwrap_or(0.0)
+}
+
+/// Resident set size in KiB (VmRSS).
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `pid` and every descendant of it.
+pub fn tree(pid: i32) -> Vec<i32> {
+    let mut parents: Vec<(i32, i32)> = Vec::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            if let Some(ppid) = stat_fields(p).and_then(|f| f.get(1).and_then(|x| x.parse::<i32>().ok())) {
+                parents.push((p, ppid));
+            }
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    out
+}
+
+/// CPU seconds and RSS (KiB) of a whole process tree, or zeros when there is no pid.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sample {
+    pub cpu_s: f64,
+    pub rss_kib: u64,
+}
+
+pub fn sample(pid: Option<i32>) -> Sample {
+    let Some(pid) = pid else { return Sample::default() };
+    let mut s = Sample::default();
+    for p in tree(pid) {
+        s.cpu_s += cpu_secs(p).unwrap_or(0.0);
+        s.rss_kib += rss_kib(p).unwrap_or(0);
+    }
+    s
+}

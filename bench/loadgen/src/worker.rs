@@ -1,0 +1,381 @@
+//! A worker process: holds a share of the clients (a process may open at most 20,000
+//! files), connects them with bounded concurrency, and obeys the parent's commands on
+//! stdin, one per line: `GO` (echo clients start sending), `MARK` (the measured window
+//! starts), `STOP` (stop sending, wait until quiet, print the result and exit).
+//! It prints `CONNECTED <json>` once every client has connected or failed, and
+//! `RESULT <json>` at the end. It exits by itself at its deadline or when stdin closes.
+
+use crate::polling::PollClient;
+use crate::procfs::self_cpu_secs;
+use crate::stats::{encode, histogram, now_us, record};
+use crate::ws::{number_after, payload, source_ip, tcp_connect, Frame, WsConn};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Connect, join the room if asked, count `tick`s (idle, fan-out, polling).
+    Receive,
+    /// Send `echo` with an ack at a steady rate after GO, measure the round trip.
+    Echo,
+    /// Connect with a tiny receive buffer, join the room, then never read again.
+    Slow,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub role: Role,
+    pub server: SocketAddr,
+    pub host: String,
+    pub path: String,
+    pub count: usize,
+    pub first_index: usize,
+    pub concurrency: usize,
+    pub polling: bool,
+    pub join: Option<String>,
+    pub echo_period_us: u64,
+    pub payload: usize,
+    pub deadline_s: u64,
+}
+
+const PHASE_HOLD: u8 = 0;
+const PHASE_GO: u8 = 1;
+const PHASE_STOP: u8 = 2;
+
+struct Stats {
+    handshake: Histogram<u64>,
+    latency: Histogram<u64>,
+    rtt: Histogram<u64>,
+    ok: u64,
+    failed: u64,
+    first_start_us: u64,
+    last_done_us: u64,
+    rx_measured: u64,
+    rx_total: u64,
+    last_rx: Instant,
+    echo_sent: u64,
+    echo_acked: u64,
+    mark_us: u64,
+    closed: u64,
+    slow_checked: u64,
+    slow_dropped: u64,
+    errors: Vec<String>,
+}
+
+impl Stats {
+    fn error(&mut self, e: impl std::fmt::Display) {
+        if self.errors.len() < 5 {
+            self.errors.push(e.to_string());
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Stats>>;
+
+/// Handles one Engine.IO text packet from the server.
+fn on_text(t: &[u8], stats: &Shared) -> Option<&'static [u8]> {
+    if t == b"2" {
+        return Some(b"3");
+    }
+    if t.starts_with(b"42[\"tick\"") {
+        let now = now_us();
+        let mut s = stats.lock().unwrap();
+        s.rx_total += 1;
+        s.last_rx = Instant::now();
+        if number_after(t, b"\"m\":") == Some(1) {
+            s.rx_measured += 1;
+            if let Some(sent) = number_after(t, b"\"t\":") {
+                record(&mut s.latency, now.saturating_sub(sent));
+            }
+        }
+    } else if t.starts_with(b"43") {
+        let now = now_us();
+        let mut s = stats.lock().unwrap();
+        s.last_rx = Instant::now();
+        if let Some(sent) = number_after(t, b"\"t\":") {
+            if s.mark_us > 0 && sent >= s.mark_us {
+                s.echo_acked += 1;
+                record(&mut s.rtt, now.saturating_sub(sent));
+            }
+        }
+    }
+    None
+}
+
+async fn ws_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc<Semaphore>, done: mpsc::UnboundedSender<bool>, mut phase: watch::Receiver<u8>) {
+    let permit = sem.acquire().await.expect("semaphore open");
+    let start_us = now_us();
+    let t0 = Instant::now();
+    let rcvbuf = (spec.role == Role::Slow).then_some(4096);
+    let connect = async {
+        let stream = tcp_connect(spec.server, Some(source_ip(spec.first_index + i)), rcvbuf).await?;
+        let mut conn = WsConn::upgrade(stream, &spec.host, &spec.path).await?;
+        conn.socketio_handshake().await?;
+        Ok::<_, std::io::Error>(conn)
+    };
+    let mut conn = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return fail(&stats, &done, e),
+        Err(_) => return fail(&stats, &done, "connect timed out after 10 s"),
+    };
+    {
+        let mut s = stats.lock().unwrap();
+        record(&mut s.handshake, t0.elapsed().as_micros() as u64);
+        s.ok += 1;
+        s.first_start_us = s.first_start_us.min(start_us);
+        s.last_done_us = s.last_done_us.max(now_us());
+    }
+    if let Some(room) = &spec.join {
+        if let Err(e) = conn.send(format!("42[\"join\",\"{room}\"]").as_bytes()).await {
+            return fail(&stats, &done, e);
+        }
+    }
+    drop(permit);
+    let _ = done.send(true);
+
+    match spec.role {
+        Role::Slow => {
+            // Never read until STOP; then read until the server's close (it dropped us)
+            // or 5 s of data keep coming (it did not).
+            while *phase.borrow() != PHASE_STOP {
+                if phase.changed().await.is_err() {
+                    return;
+                }
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let dropped = loop {
+                match tokio::time::timeout_at(deadline.into(), conn.stream.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => break true,
+                    Ok(Ok(_)) => continue,
+                    Err(_) => break false,
+                }
+            };
+            let mut s = stats.lock().unwrap();
+            s.slow_checked += 1;
+            s.slow_dropped += dropped as u64;
+        }
+        Role::Receive => loop {
+            match conn.next().await {
+                Ok(Frame::Text(t)) => {
+                    if let Some(answer) = on_text(&t, &stats) {
+                        if conn.send(answer).await.is_err() {
+                            break closed(&stats, "write failed");
+                        }
+                    }
+                    let _ = conn.flush().await;
+                }
+                Ok(Frame::Binary) => {}
+                Ok(Frame::Closed) => break closed(&stats, "closed by server"),
+                Err(e) => break closed(&stats, e),
+            }
+        },
+        Role::Echo => {
+            let period = Duration::from_micros(spec.echo_period_us.max(1));
+            // Spread the clients' sends evenly over one period.
+            let offset = Duration::from_micros((i as u64 * 7919) % spec.echo_period_us.max(1));
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut id: u64 = 0;
+            loop {
+                let sending = *phase.borrow() == PHASE_GO;
+                tokio::select! {
+                    f = conn.next() => match f {
+                        Ok(Frame::Text(t)) => {
+                            if let Some(answer) = on_text(&t, &stats) {
+                                if conn.send(answer).await.is_err() {
+                                    break closed(&stats, "write failed");
+                                }
+                            }
+                        }
+                        Ok(Frame::Binary) => {}
+                        Ok(Frame::Closed) => break closed(&stats, "closed by server"),
+                        Err(e) => break closed(&stats, e),
+                    },
+                    _ = tick.tick(), if sending => {
+                        let t = now_us();
+                        let msg = format!("42{id}[\"echo\",{}]", payload(t, id, true, spec.payload));
+                        id += 1;
+                        {
+                            let mut s = stats.lock().unwrap();
+                            if s.mark_us > 0 && t >= s.mark_us {
+                                s.echo_sent += 1;
+                            }
+                        }
+                        if conn.send(msg.as_bytes()).await.is_err() {
+                            break closed(&stats, "write failed");
+                        }
+                    },
+                    r = phase.changed() => if r.is_err() { return },
+                }
+            }
+        }
+    }
+}
+
+async fn polling_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc<Semaphore>, done: mpsc::UnboundedSender<bool>) {
+    let permit = sem.acquire().await.expect("semaphore open");
+    let start_us = now_us();
+    let t0 = Instant::now();
+    let connect = PollClient::connect(spec.server, source_ip(spec.first_index + i), &spec.host, &spec.path);
+    let mut c = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return fail(&stats, &done, e),
+        Err(_) => return fail(&stats, &done, "connect timed out after 10 s"),
+    };
+    {
+        let mut s = stats.lock().unwrap();
+        record(&mut s.handshake, t0.elapsed().as_micros() as u64);
+        s.ok += 1;
+        s.first_start_us = s.first_start_us.min(start_us);
+        s.last_done_us = s.last_done_us.max(now_us());
+    }
+    if let Some(room) = &spec.join {
+        if let Err(e) = c.post(Bytes::from(format!("42[\"join\",\"{room}\"]"))).await {
+            return fail(&stats, &done, e);
+        }
+    }
+    drop(permit);
+    let _ = done.send(true);
+    loop {
+        let body = match c.poll().await {
+            Ok(b) => b,
+            Err(e) => return closed(&stats, e),
+        };
+        for p in body.split(|&b| b == 0x1e) {
+            if p == b"1" {
+                return closed(&stats, "closed by server");
+            }
+            if let Some(answer) = on_text(p, &stats) {
+                if let Err(e) = c.post(Bytes::from_static(answer)).await {
+                    return closed(&stats, e);
+                }
+            }
+        }
+    }
+}
+
+fn fail(stats: &Shared, done: &mpsc::UnboundedSender<bool>, e: impl std::fmt::Display) {
+    let mut s = stats.lock().unwrap();
+    s.failed += 1;
+    s.error(format!("connect: {e}"));
+    let _ = done.send(false);
+}
+
+fn closed(stats: &Shared, e: impl std::fmt::Display) {
+    let mut s = stats.lock().unwrap();
+    s.closed += 1;
+    s.error(format!("after connect: {e}"));
+}
+
+pub fn run(spec: WorkerSpec) -> ! {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async move {
+        let deadline = spec.deadline_s;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(deadline)).await;
+            eprintln!("worker: deadline of {deadline} s reached, exiting");
+            std::process::exit(4);
+        });
+        let spec = Arc::new(spec);
+        let stats: Shared = Arc::new(Mutex::new(Stats {
+            handshake: histogram(),
+            latency: histogram(),
+            rtt: histogram(),
+            ok: 0,
+            failed: 0,
+            first_start_us: u64::MAX,
+            last_done_us: 0,
+            rx_measured: 0,
+            rx_total: 0,
+            last_rx: Instant::now(),
+            echo_sent: 0,
+            echo_acked: 0,
+            mark_us: 0,
+            closed: 0,
+            slow_checked: 0,
+            slow_dropped: 0,
+            errors: Vec::new(),
+        }));
+        let sem = Arc::new(Semaphore::new(spec.concurrency.max(1)));
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let (phase_tx, phase_rx) = watch::channel(PHASE_HOLD);
+        for i in 0..spec.count {
+            let (spec, stats, sem, done) = (spec.clone(), stats.clone(), sem.clone(), done_tx.clone());
+            if spec.polling {
+                tokio::spawn(polling_client(i, spec, stats, sem, done));
+            } else {
+                tokio::spawn(ws_client(i, spec, stats, sem, done, phase_rx.clone()));
+            }
+        }
+        for _ in 0..spec.count {
+            done_rx.recv().await;
+        }
+        {
+            let s = stats.lock().unwrap();
+            let msg = json!({
+                "ok": s.ok, "failed": s.failed, "first_start_us": s.first_start_us, "last_done_us": s.last_done_us,
+                "handshake": encode(&s.handshake), "errors": s.errors,
+            });
+            println!("CONNECTED {msg}");
+        }
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        let mut cpu_mark = self_cpu_secs();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match line.trim() {
+                "GO" => {
+                    let _ = phase_tx.send(PHASE_GO);
+                }
+                "MARK" => {
+                    cpu_mark = self_cpu_secs();
+                    let mut s = stats.lock().unwrap();
+                    s.mark_us = now_us();
+                }
+                "STOP" => {
+                    let _ = phase_tx.send(PHASE_STOP);
+                    drain(&spec, &stats).await;
+                    let s = stats.lock().unwrap();
+                    let msg = json!({
+                        "ok": s.ok, "failed": s.failed, "closed": s.closed,
+                        "rx_measured": s.rx_measured, "rx_total": s.rx_total, "latency": encode(&s.latency),
+                        "echo_sent": s.echo_sent, "echo_acked": s.echo_acked, "rtt": encode(&s.rtt),
+                        "slow_checked": s.slow_checked, "slow_dropped": s.slow_dropped,
+                        "cpu_s": self_cpu_secs() - cpu_mark, "errors": s.errors,
+                    });
+                    println!("RESULT {msg}");
+                    std::process::exit(0);
+                }
+                other => eprintln!("worker: unknown command {other:?}"),
+            }
+        }
+        std::process::exit(0);
+    })
+}
+
+/// After STOP: wait until nothing has arrived for a second (what was sent has been
+/// delivered or is lost), at most 15 s; slow clients: until each has been checked.
+async fn drain(spec: &WorkerSpec, stats: &Shared) {
+    let stop = Instant::now();
+    let quiet = Duration::from_millis(1000);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let s = stats.lock().unwrap();
+        let waited = stop.elapsed();
+        let done = match spec.role {
+            Role::Slow => s.slow_checked >= s.ok || waited > Duration::from_secs(8),
+            Role::Echo => (s.echo_acked >= s.echo_sent && waited > Duration::from_millis(200)) || s.last_rx.max(stop).elapsed() >= quiet,
+            Role::Receive => s.last_rx.max(stop).elapsed() >= quiet,
+        };
+        if done || waited > Duration::from_secs(15) {
+            return;
+        }
+    }
+}
+

@@ -1,0 +1,52 @@
+//! shoal serving the benchmark contract on namespace `/`:
+//! `join(room)` joins the room, `broadcast(payload)` emits `tick` with the payload to
+//! room `bench`, `echo(payload, ack)` acks the payload.
+//!
+//! ```text
+//! bench-shoal [--port 3000] [--threads 2]
+//! ```
+//! `--threads` is the number of tokio worker threads (the core-scaling scenario runs 1 and 2).
+//! Prints `LISTENING <port>` once ready; stops on SIGTERM or Ctrl-C.
+
+use shoal::{Event, Server, Socket};
+
+fn flag(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} wants a number")))
+        .unwrap_or(default)
+}
+
+fn main() -> std::io::Result<()> {
+    let port = flag("--port", 3000) as u16;
+    let threads = flag("--threads", 2);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
+    runtime.block_on(async move {
+        let io = Server::builder().build();
+        io.on_connection(|socket: Socket| async move {
+            socket.on("join", |socket: Socket, ev: Event| async move {
+                if let Some(room) = ev.arg(0).as_str() {
+                    socket.join(room.to_owned());
+                }
+            });
+            socket.on("broadcast", |socket: Socket, ev: Event| async move {
+                let _ = socket.ns().to("bench").emit("tick", ev.args.clone());
+            });
+            socket.on("echo", |_socket: Socket, ev: Event| async move {
+                ev.ack(ev.args.clone());
+            });
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        println!("LISTENING {}", listener.local_addr()?.port());
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        shoal::serve(listener, io.service(), shutdown).await
+    })
+}

@@ -1,0 +1,232 @@
+//! A node's link to Redis: one publishing connection (with its own reconnection) fed by
+//! a bounded queue, and one subscribing connection shared by every namespace, which
+//! reconnects with backoff and resubscribes. While Redis is away, publishes are dropped
+//! and counted (local delivery goes on), and the outage is logged once, not per message.
+
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Receives the messages of the channels it subscribed to.
+pub trait Subscriber: Send + Sync + 'static {
+    fn on_message(&self, channel: &str, payload: &[u8]);
+}
+
+/// Counters of the link's health, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    pub published: AtomicU64,
+    /// Publishes lost because Redis was unreachable or the queue was full.
+    pub dropped: AtomicU64,
+    /// Times the subscription connection was lost.
+    pub outages: AtomicU64,
+}
+
+enum Command {
+    Subscribe(Vec<String>),
+    PSubscribe(String),
+}
+
+struct Routes {
+    /// Exact channels (requests, responses) → subscriber.
+    channels: HashMap<String, Weak<dyn Subscriber>>,
+    /// Patterns (`socket.io#/nsp#*`) → subscriber.
+    patterns: HashMap<String, Weak<dyn Subscriber>>,
+}
+
+pub struct RedisLink {
+    url: String,
+    manager: ConnectionManager,
+    publish_tx: mpsc::Sender<(String, Vec<u8>)>,
+    commands: mpsc::UnboundedSender<Command>,
+    routes: Arc<Mutex<Routes>>,
+    subscribed: Arc<AtomicBool>,
+    pub stats: Arc<LinkStats>,
+}
+
+/// Messages that may wait to be published before new ones are dropped.
+const PUBLISH_QUEUE: usize = 65_536;
+
+impl RedisLink {
+    /// Connects to Redis at `url` (`redis://host:port/db`). Fails at once if Redis cannot
+    /// be reached, so a misconfigured node does not start.
+    pub async fn connect(url: &str) -> Result<Arc<RedisLink>, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {url:?}: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(2);
+        let manager = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager_with_config(config))
+            .await
+            .map_err(|_| format!("cannot connect to Redis at {url}: timed out"))?
+            .map_err(|e| format!("cannot connect to Redis at {url}: {e}"))?;
+        let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(LinkStats::default());
+        let routes = Arc::new(Mutex::new(Routes { channels: HashMap::new(), patterns: HashMap::new() }));
+        let subscribed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(publisher(manager.clone(), publish_rx, stats.clone()));
+        tokio::spawn(subscriber(client, command_rx, routes.clone(), subscribed.clone(), stats.clone(), url.to_owned()));
+        Ok(Arc::new(RedisLink { url: url.to_owned(), manager, publish_tx, commands, routes, subscribed, stats }))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// True while the subscription connection is up.
+    pub fn is_up(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Queues a publish; never waits. Returns false if it had to be dropped.
+    pub fn publish(&self, channel: String, payload: Vec<u8>) -> bool {
+        match self.publish_tx.try_send((channel, payload)) {
+            Ok(()) => true,
+            Err(_) => {
+                let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                if n % 10_000 == 0 {
+                    tracing::warn!(dropped = n + 1, "Redis publish queue full, dropping cluster messages");
+                }
+                false
+            }
+        }
+    }
+
+    /// Subscribes `sub` to exact channels and to a pattern.
+    pub fn subscribe(&self, sub: Weak<dyn Subscriber>, channels: Vec<String>, pattern: String) {
+        {
+            let mut r = self.routes.lock().unwrap();
+            for c in &channels {
+                r.channels.insert(c.clone(), sub.clone());
+            }
+            r.patterns.insert(pattern.clone(), sub);
+        }
+        let _ = self.commands.send(Command::Subscribe(channels));
+        let _ = self.commands.send(Command::PSubscribe(pattern));
+    }
+
+    /// `PUBSUB NUMSUB channel`: how many nodes listen on a request channel.
+    pub async fn numsub(&self, channel: &str) -> Result<usize, String> {
+        let mut conn = self.manager.clone();
+        let reply: Vec<(String, usize)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("PUBSUB NUMSUB failed: {e}"))?;
+        Ok(reply.first().map(|(_, n)| *n).unwrap_or(0))
+    }
+}
+
+async fn publisher(mut conn: ConnectionManager, mut rx: mpsc::Receiver<(String, Vec<u8>)>, stats: Arc<LinkStats>) {
+    let mut failing = false;
+    while let Some((channel, payload)) = rx.recv().await {
+        let result: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg(&channel).arg(&payload).query_async(&mut conn).await;
+        match result {
+            Ok(_) => {
+                stats.published.fetch_add(1, Ordering::Relaxed);
+                if failing {
+                    tracing::info!("Redis publishing works again");
+                    failing = false;
+                }
+            }
+            Err(e) => {
+                let n = stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if !failing {
+                    tracing::error!(error = %e, "Redis publish failed; cross-node messages are lost until Redis is back (local delivery continues)");
+                    failing = true;
+                } else if n % 1000 == 0 {
+                    tracing::warn!(dropped = n, "Redis still unreachable");
+                }
+            }
+        }
+    }
+}
+
+async fn subscriber(
+    client: redis::Client,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    routes: Arc<Mutex<Routes>>,
+    subscribed: Arc<AtomicBool>,
+    stats: Arc<LinkStats>,
+    url: String,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut first = true;
+    loop {
+        let connected = tokio::time::timeout(Duration::from_secs(3), client.get_async_pubsub()).await;
+        let pubsub = match connected {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, %url, "Redis subscription connection failed, retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(3));
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(%url, "Redis subscription connection timed out, retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(3));
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        // (Re)subscribe everything known so far; later commands arrive on the queue.
+        let (channels, patterns): (Vec<String>, Vec<String>) = {
+            let r = routes.lock().unwrap();
+            (r.channels.keys().cloned().collect(), r.patterns.keys().cloned().collect())
+        };
+        let mut ok = channels.is_empty() || sink.subscribe(&channels).await.is_ok();
+        for p in &patterns {
+            ok = ok && sink.psubscribe(p).await.is_ok();
+        }
+        if !ok {
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        subscribed.store(true, Ordering::Release);
+        if first {
+            tracing::info!(%url, "subscribed to Redis");
+            first = false;
+        } else {
+            tracing::info!(%url, "Redis is back: resubscribed; cross-node traffic resumes");
+        }
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    let result = match cmd {
+                        Command::Subscribe(chs) => sink.subscribe(&chs).await,
+                        Command::PSubscribe(p) => sink.psubscribe(&p).await,
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "Redis subscribe failed");
+                        break;
+                    }
+                }
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break };
+                    let channel = msg.get_channel_name().to_owned();
+                    let target = {
+                        let r = routes.lock().unwrap();
+                        let by_pattern = msg.get_pattern::<String>().ok().and_then(|p| r.patterns.get(&p).cloned());
+                        by_pattern.or_else(|| r.channels.get(&channel).cloned())
+                    };
+                    if let Some(sub) = target.and_then(|w| w.upgrade()) {
+                        sub.on_message(&channel, msg.get_payload_bytes());
+                    }
+                }
+            }
+        }
+        subscribed.store(false, Ordering::Release);
+        stats.outages.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(%url, "lost the Redis subscription; reconnecting (local delivery continues)");
+    }
+}

@@ -1,0 +1,328 @@
+//! The wire format of the official `@socket.io/redis-adapter` (8.x) and
+//! `@socket.io/redis-emitter` (5.x): channel names, MessagePack as notepack.io writes it,
+//! and the request/response messages between nodes. No I/O.
+
+use crate::adapter::{BroadcastFlags, BroadcastOptions, Room};
+use crate::protocol::socket_packet::{Packet, PacketKind};
+use crate::protocol::Value;
+use bytes::Bytes;
+use indexmap::IndexMap;
+use std::time::Duration;
+
+/// Request types, numbered as in the official adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestType {
+    Sockets = 0,
+    AllRooms = 1,
+    RemoteJoin = 2,
+    RemoteLeave = 3,
+    RemoteDisconnect = 4,
+    RemoteFetch = 5,
+    ServerSideEmit = 6,
+    Broadcast = 7,
+    BroadcastClientCount = 8,
+    BroadcastAck = 9,
+}
+
+impl RequestType {
+    pub fn from_value(v: &Value) -> Option<RequestType> {
+        Some(match v.as_u64()? {
+            0 => RequestType::Sockets,
+            1 => RequestType::AllRooms,
+            2 => RequestType::RemoteJoin,
+            3 => RequestType::RemoteLeave,
+            4 => RequestType::RemoteDisconnect,
+            5 => RequestType::RemoteFetch,
+            6 => RequestType::ServerSideEmit,
+            7 => RequestType::Broadcast,
+            8 => RequestType::BroadcastClientCount,
+            9 => RequestType::BroadcastAck,
+            _ => return None,
+        })
+    }
+}
+
+/// The channels of one namespace under a key prefix.
+#[derive(Clone, Debug)]
+pub struct Channels {
+    /// `socket.io#/chat#`: broadcasts (a single-room broadcast appends `room#`).
+    pub broadcast: String,
+    /// `socket.io-request#/chat#`
+    pub request: String,
+    /// `socket.io-response#/chat#`
+    pub response: String,
+    /// `socket.io-response#/chat#<uid>#`
+    pub specific_response: String,
+}
+
+impl Channels {
+    pub fn new(prefix: &str, nsp: &str, uid: &str) -> Channels {
+        let response = format!("{prefix}-response#{nsp}#");
+        Channels {
+            broadcast: format!("{prefix}#{nsp}#"),
+            request: format!("{prefix}-request#{nsp}#"),
+            specific_response: format!("{response}{uid}#"),
+            response,
+        }
+    }
+}
+
+/// A 6-character id, like uid2(6).
+pub fn uid() -> String {
+    crate::engine::sid::new_socket_id()[..6].to_owned()
+}
+
+// ---- MessagePack -------------------------------------------------------------------------
+
+/// Encodes a value as notepack.io does: compact integers, float64 for other numbers,
+/// str for strings, bin for buffers, maps with their keys in order.
+pub fn encode_msgpack(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    write_msgpack(v, &mut out);
+    out
+}
+
+fn write_msgpack(v: &Value, out: &mut Vec<u8>) {
+    use rmp::encode::*;
+    // Writing to a Vec cannot fail.
+    match v {
+        Value::Null => write_nil(out).unwrap(),
+        Value::Bool(b) => write_bool(out, *b).unwrap(),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                write_uint(out, u).unwrap();
+            } else if let Some(i) = n.as_i64() {
+                write_sint(out, i).unwrap();
+            } else {
+                write_f64(out, n.as_f64().unwrap_or(0.0)).unwrap();
+            }
+        }
+        Value::String(s) => write_str(out, s).unwrap(),
+        Value::Binary(b) => write_bin(out, b).unwrap(),
+        Value::Array(a) => {
+            write_array_len(out, a.len() as u32).unwrap();
+            for x in a {
+                write_msgpack(x, out);
+            }
+        }
+        Value::Object(o) => {
+            write_map_len(out, o.len() as u32).unwrap();
+            for (k, x) in o {
+                write_str(out, k).unwrap();
+                write_msgpack(x, out);
+            }
+        }
+    }
+}
+
+/// Decodes MessagePack into a `Value`. Extension types (notepack's `undefined`, dates)
+/// become null; map keys that are not strings are written as their JSON text.
+pub fn decode_msgpack(bytes: &[u8]) -> Result<Value, String> {
+    let mut rd = bytes;
+    let v = rmpv::decode::read_value(&mut rd).map_err(|e| e.to_string())?;
+    Ok(from_rmpv(v))
+}
+
+fn from_rmpv(v: rmpv::Value) -> Value {
+    match v {
+        rmpv::Value::Nil | rmpv::Value::Ext(..) => Value::Null,
+        rmpv::Value::Boolean(b) => Value::Bool(b),
+        rmpv::Value::Integer(i) => {
+            if let Some(u) = i.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(i.as_i64().unwrap_or(0))
+            }
+        }
+        rmpv::Value::F32(f) => Value::from(f as f64),
+        rmpv::Value::F64(f) => Value::from(f),
+        rmpv::Value::String(s) => Value::String(s.into_str().unwrap_or_default()),
+        rmpv::Value::Binary(b) => Value::Binary(Bytes::from(b)),
+        rmpv::Value::Array(a) => Value::Array(a.into_iter().map(from_rmpv).collect()),
+        rmpv::Value::Map(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        rmpv::Value::String(s) => s.into_str().unwrap_or_default(),
+                        other => other.to_string(),
+                    };
+                    (key, from_rmpv(v))
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Decodes a request or response: JSON when it starts with `{`, MessagePack otherwise.
+pub fn decode_message(bytes: &[u8]) -> Result<Value, String> {
+    if bytes.first() == Some(&b'{') {
+        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+        crate::protocol::value::parse_json(text).map_err(|e| e.to_string())
+    } else {
+        decode_msgpack(bytes)
+    }
+}
+
+/// JSON text of a value, binary written as Node's `Buffer.toJSON()` does.
+pub fn to_json_text(v: &Value) -> String {
+    fn nodeish(v: &Value) -> Value {
+        match v {
+            Value::Binary(b) => obj(vec![
+                ("type", Value::from("Buffer")),
+                ("data", Value::Array(b.iter().map(|x| Value::from(*x)).collect())),
+            ]),
+            Value::Array(a) => Value::Array(a.iter().map(nodeish).collect()),
+            Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), nodeish(v))).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut out = String::new();
+    nodeish(v).write_json(&mut out, &mut Vec::new());
+    out
+}
+
+pub fn obj(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<IndexMap<_, _>>())
+}
+
+// ---- packets and options -------------------------------------------------------------------
+
+/// The socket.io-parser packet object of a broadcast: `{type, data, nsp[, id]}`.
+pub fn packet_to_value(packet: &Packet) -> Value {
+    let mut pairs = vec![
+        ("type", Value::from(PacketKind::Event as u8)),
+        ("data", packet.data.clone().unwrap_or(Value::Array(vec![]))),
+        ("nsp", Value::from(packet.nsp.as_str())),
+    ];
+    if let Some(id) = packet.id {
+        pairs.push(("id", Value::from(id)));
+    }
+    obj(pairs)
+}
+
+/// An event packet from its object form (type EVENT or BINARY_EVENT, `nsp` default `/`).
+pub fn packet_from_value(v: &Value) -> Option<Packet> {
+    let kind = v.get("type")?.as_u64()?;
+    if kind != PacketKind::Event as u64 && kind != PacketKind::BinaryEvent as u64 {
+        return None;
+    }
+    let data = v.get("data")?.clone();
+    match data.as_array()?.first()? {
+        Value::String(_) => {}
+        _ => return None,
+    }
+    let nsp = v.get("nsp").and_then(Value::as_str).unwrap_or("/").to_owned();
+    Some(Packet { kind: PacketKind::Event, nsp, id: v.get("id").and_then(Value::as_u64), data: Some(data) })
+}
+
+fn rooms_value(rooms: &[Room]) -> Value {
+    Value::Array(rooms.iter().map(|r| Value::from(r.to_string())).collect())
+}
+
+/// `{rooms, except, flags}` as the adapter sends them with broadcasts.
+pub fn opts_to_value(opts: &BroadcastOptions, with_flags: bool) -> Value {
+    let mut pairs = vec![("rooms", rooms_value(&opts.rooms)), ("except", rooms_value(&opts.except))];
+    if with_flags {
+        let mut flags = vec![];
+        if opts.flags.volatile {
+            flags.push(("volatile", Value::Bool(true)));
+        }
+        if let Some(t) = opts.flags.timeout {
+            flags.push(("timeout", Value::from(t.as_millis() as u64)));
+        }
+        pairs.push(("flags", obj(flags)));
+    }
+    obj(pairs)
+}
+
+fn rooms_from(v: Option<&Value>) -> Vec<Room> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|r| match r {
+                Value::String(s) => Some(Room::from(s.as_str())),
+                Value::Number(n) => Some(Room::from(n.to_string().as_str())),
+                _ => None,
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+pub fn opts_from_value(v: Option<&Value>) -> BroadcastOptions {
+    let Some(v) = v else { return BroadcastOptions::default() };
+    let flags = v.get("flags");
+    BroadcastOptions {
+        rooms: rooms_from(v.get("rooms")),
+        except: rooms_from(v.get("except")),
+        flags: BroadcastFlags {
+            local: false,
+            volatile: flags.and_then(|f| f.get("volatile")).and_then(Value::as_bool).unwrap_or(false),
+            timeout: flags.and_then(|f| f.get("timeout")).and_then(Value::as_f64).map(|ms| Duration::from_millis(ms.max(0.0) as u64)),
+        },
+    }
+}
+
+pub fn rooms_list(v: Option<&Value>) -> Vec<Room> {
+    rooms_from(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msgpack_is_notepack_compatible() {
+        // notepack.encode(["abc", {type: 2, data: ["ev", 1, 1.5, -1, null, true, Buffer.from([1])], nsp: "/"}])
+        let v = Value::Array(vec![
+            Value::from("abc"),
+            obj(vec![
+                ("type", Value::from(2)),
+                (
+                    "data",
+                    Value::Array(vec![
+                        Value::from("ev"),
+                        Value::from(1),
+                        Value::from(1.5),
+                        Value::from(-1),
+                        Value::Null,
+                        Value::Bool(true),
+                        Value::Binary(Bytes::from_static(&[1])),
+                    ]),
+                ),
+                ("nsp", Value::from("/")),
+            ]),
+        ]);
+        let bytes = encode_msgpack(&v);
+        let expected: Vec<u8> = [
+            &[0x92, 0xa3][..], b"abc", &[0x83, 0xa4], b"type", &[0x02, 0xa4], b"data", &[0x97, 0xa2], b"ev",
+            &[0x01, 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0, 0xff, 0xc0, 0xc3, 0xc4, 0x01, 0x01, 0xa3], b"nsp", &[0xa1], b"/",
+        ]
+        .concat();
+        assert_eq!(bytes, expected);
+        assert_eq!(decode_msgpack(&bytes).unwrap(), v);
+    }
+
+    #[test]
+    fn channels_follow_the_official_names() {
+        let c = Channels::new("socket.io", "/chat", "abc123");
+        assert_eq!(c.broadcast, "socket.io#/chat#");
+        assert_eq!(c.request, "socket.io-request#/chat#");
+        assert_eq!(c.response, "socket.io-response#/chat#");
+        assert_eq!(c.specific_response, "socket.io-response#/chat#abc123#");
+    }
+
+    #[test]
+    fn packets_and_options_round_trip() {
+        let p = Packet::event("/chat", "ev", vec![Value::from(1)], None);
+        assert_eq!(packet_from_value(&packet_to_value(&p)).unwrap(), p);
+        let opts = BroadcastOptions {
+            rooms: vec!["a".into()],
+            except: vec!["b".into()],
+            flags: BroadcastFlags { local: false, volatile: true, timeout: Some(Duration::from_millis(500)) },
+        };
+        assert_eq!(opts_from_value(Some(&opts_to_value(&opts, true))), opts);
+        assert!(decode_message(b"{\"type\":1}").is_ok());
+        assert!(decode_message(&[0x92, 0x01]).is_err());
+    }
+}
