@@ -51,6 +51,20 @@ pub struct Config {
     #[arg(long, env = "SHOAL_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// Join a cluster through Redis, e.g. `redis://127.0.0.1:6379`. Unset: a single node
+    /// on the in-memory adapter.
+    #[arg(long, env = "SHOAL_REDIS_URL")]
+    pub redis: Option<String>,
+
+    /// Prefix of the Redis channels (the `key` option of @socket.io/redis-adapter).
+    #[arg(long, env = "SHOAL_REDIS_KEY", default_value = "socket.io")]
+    pub redis_key: String,
+
+    /// Milliseconds a cluster request (fetch_sockets, server_side_emit with acks) waits
+    /// for the other nodes.
+    #[arg(long, env = "SHOAL_REQUESTS_TIMEOUT", default_value_t = 5000)]
+    pub requests_timeout: u64,
+
     /// Log filter, e.g. `info`, `debug`, `shoal=debug,info`.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,

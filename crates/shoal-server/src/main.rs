@@ -44,6 +44,16 @@ async fn run(config: Config) -> Result<(), String> {
         }
         builder = builder.node_id(id);
     }
+    if let Some(url) = &config.redis {
+        let link = shoal::adapter::redis::RedisLink::connect(url).await?;
+        let options = shoal::adapter::redis::RedisOptions {
+            key: config.redis_key.clone(),
+            requests_timeout: Duration::from_millis(config.requests_timeout),
+            ..Default::default()
+        };
+        builder = builder.adapter(shoal::adapter::redis::factory(link, options));
+        tracing::info!(%url, key = %config.redis_key, "clustering through Redis");
+    }
     let io = builder.build();
     demo::install(&io);
 

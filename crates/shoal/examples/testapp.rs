@@ -28,6 +28,19 @@ struct Args {
     ping_timeout: u64,
     #[arg(long, default_value_t = 45_000)]
     connect_timeout: u64,
+    /// Join a cluster through Redis (e.g. redis://127.0.0.1:6379).
+    #[arg(long)]
+    redis: Option<String>,
+    /// This node's id (answers `whoami`, prefixes session ids).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Connection state recovery: how long (ms) a disconnected session can be recovered
+    /// (0: recovery off).
+    #[arg(long, default_value_t = 0)]
+    recovery: u64,
+    /// How long cluster requests wait for other nodes, in ms.
+    #[arg(long, default_value_t = 5000)]
+    requests_timeout: u64,
 }
 
 /// Disconnections seen by the server, in order: `{id, nsp, reason}`.
@@ -94,7 +107,7 @@ fn target(ns: &Namespace, spec: &Value) -> shoal::BroadcastOperator {
     op
 }
 
-fn main_namespace(io: &Server, log: &DisconnectLog) {
+fn main_namespace(io: &Server, log: &DisconnectLog, server_log: &Arc<Mutex<Vec<Value>>>) {
     let ns = io.of("/");
     ns.middleware(|socket: Socket| async move {
         if socket.handshake().auth.get("reject") == Some(&Value::Bool(true)) {
@@ -103,9 +116,20 @@ fn main_namespace(io: &Server, log: &DisconnectLog) {
         Ok(())
     });
     let log = log.clone();
+    let server_log = server_log.clone();
     ns.on_connection(move |socket: Socket| {
         let log = log.clone();
-        async move { setup_main(socket, log) }
+        let server_log = server_log.clone();
+        async move {
+            socket.on("server-events", move |_s: Socket, ev: Event| {
+                let server_log = server_log.clone();
+                async move {
+                    let entries = server_log.lock().unwrap().clone();
+                    ev.ack(Value::Array(entries));
+                }
+            });
+            setup_main(socket, log)
+        }
     });
 }
 
@@ -115,7 +139,7 @@ fn setup_main(socket: Socket, log: DisconnectLog) {
     const NAMED: &[&str] = &[
         "echo", "join", "leave", "broadcast", "broadcast-with-ack", "emit-with-ack", "fetch-sockets", "sockets-join",
         "sockets-leave", "disconnect-sockets", "disconnect-me", "handshake", "set-data", "get-data", "any-log",
-        "disconnect-log", "emit-binary", "server-side-emit",
+        "disconnect-log", "emit-binary", "server-side-emit", "whoami", "server-events", "recovered",
     ];
     {
         let any_log = any_log.clone();
@@ -251,9 +275,52 @@ fn setup_main(socket: Socket, log: DisconnectLog) {
         ev.ack(());
     });
     socket.on("server-side-emit", |socket: Socket, ev: Event| async move {
-        let responses = socket.ns().server_side_emit_with_ack("ping", (), Duration::from_millis(1000)).await.unwrap_or_default();
-        ev.ack(responses.len());
+        // spec: {event, args, ack: bool, timeout}; answers {ok, responses} or {ok: false, error}.
+        let spec = ev.arg(0).clone();
+        let event = spec.get("event").and_then(Value::as_str).unwrap_or("ping").to_owned();
+        let args = spec.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+        let answer = if spec.get("ack") == Some(&Value::Bool(false)) {
+            match socket.ns().server_side_emit(&event, args).await {
+                Ok(()) => obj(vec![("ok", true.into()), ("responses", Value::Array(vec![]))]),
+                Err(e) => obj(vec![("ok", false.into()), ("error", e.to_string().into())]),
+            }
+        } else {
+            let timeout = Duration::from_millis(spec.get("timeout").and_then(Value::as_u64).unwrap_or(2000));
+            match socket.ns().server_side_emit_with_ack(&event, args, timeout).await {
+                Ok(r) => obj(vec![("ok", true.into()), ("responses", Value::Array(r))]),
+                Err(e) => obj(vec![("ok", false.into()), ("error", e.to_string().into())]),
+            }
+        };
+        ev.ack(answer);
     });
+    socket.on("recovered", |socket: Socket, ev: Event| async move {
+        ev.ack(socket.recovered());
+    });
+    socket.on("whoami", |socket: Socket, ev: Event| async move {
+        ev.ack(socket.session().sid.split('~').next().unwrap_or_default().to_owned());
+    });
+}
+
+/// Server-side events from other nodes: `ping` is answered with this node's id, and
+/// every event is logged for `server-events`.
+fn server_events(io: &Server, node: &str, log: &Arc<Mutex<Vec<Value>>>) {
+    let ns = io.of("/");
+    for event in ["ping", "hello"] {
+        let node = node.to_owned();
+        let log = log.clone();
+        ns.on_server_event(event, move |args: Vec<Value>, ack| {
+            let node = node.clone();
+            let log = log.clone();
+            async move {
+                let mut entry = vec![Value::from(event)];
+                entry.extend(args);
+                log.lock().unwrap().push(Value::Array(entry));
+                if let Some(ack) = ack {
+                    ack.send(format!("pong from {node}"));
+                }
+            }
+        });
+    }
 }
 
 #[tokio::main]
@@ -264,7 +331,25 @@ async fn main() -> std::io::Result<()> {
         .init();
     let args = Args::parse();
     let transports = Transports::parse(&args.transports).map_err(std::io::Error::other)?;
-    let io = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(url) = &args.redis {
+        let link = shoal::adapter::redis::RedisLink::connect(url).await.map_err(std::io::Error::other)?;
+        let options = shoal::adapter::redis::RedisOptions {
+            requests_timeout: Duration::from_millis(args.requests_timeout),
+            ..Default::default()
+        };
+        builder = builder.adapter(shoal::adapter::redis::factory(link, options));
+    }
+    if let Some(id) = &args.node_id {
+        builder = builder.node_id(id);
+    }
+    if args.recovery > 0 {
+        builder = builder.connection_state_recovery(shoal::adapter::RecoveryOptions {
+            max_disconnection_duration: Duration::from_millis(args.recovery),
+            ..Default::default()
+        });
+    }
+    let io = builder
         .transports(transports)
         .max_payload(args.max_payload)
         .ping_interval(Duration::from_millis(args.ping_interval))
@@ -273,7 +358,10 @@ async fn main() -> std::io::Result<()> {
         .build();
     let log: DisconnectLog = Arc::default();
 
-    main_namespace(&io, &log);
+    let node = io.engine().config().node_id.clone();
+    let server_log: Arc<Mutex<Vec<Value>>> = Arc::default();
+    server_events(&io, &node, &server_log);
+    main_namespace(&io, &log, &server_log);
     welcome(&io.of("/custom"), &log);
     {
         let log = log.clone();

@@ -1,7 +1,7 @@
 //! The in-memory adapter: one process is the whole cluster. Broadcasts encode their
 //! packet once and queue the same bytes on every recipient's session.
 
-use super::{AckResponses, Adapter, AdapterError, BroadcastOptions, LocalRooms, Room, SocketId, SocketInfo};
+use super::{AckResponses, Adapter, AdapterError, BroadcastOptions, LocalRooms, PacketLog, PersistedSession, RestoredSession, Room, SocketId, SocketInfo};
 use crate::io::{Namespace, WeakNamespace};
 use crate::protocol::socket_packet::{encode, Packet};
 use crate::protocol::Value;
@@ -11,11 +11,28 @@ use std::time::Duration;
 pub struct MemoryAdapter {
     ns: WeakNamespace,
     rooms: LocalRooms,
+    /// The recovery log, when the server has connection state recovery on.
+    log: Option<PacketLog>,
 }
 
 impl MemoryAdapter {
     pub fn new(ns: &Namespace) -> MemoryAdapter {
-        MemoryAdapter { ns: ns.downgrade(), rooms: LocalRooms::default() }
+        MemoryAdapter { ns: ns.downgrade(), rooms: LocalRooms::default(), log: ns.recovery().cloned().map(PacketLog::new) }
+    }
+
+    /// The recovery log, if recovery is on.
+    pub fn log(&self) -> Option<&PacketLog> {
+        self.log.as_ref()
+    }
+
+    /// Gives the packet its recovery offset (last argument) and logs it, when recovery
+    /// is on and the packet is one that is stored.
+    pub fn record(&self, packet: &mut Packet, opts: &BroadcastOptions) {
+        if let Some(log) = &self.log {
+            if PacketLog::stores(packet, opts) {
+                log.record(packet, opts);
+            }
+        }
     }
 
     /// The local room index (for adapters that build on this one).
@@ -172,7 +189,8 @@ impl Adapter for MemoryAdapter {
     fn rooms(&self) -> Vec<Room> {
         self.rooms.rooms()
     }
-    fn broadcast(&self, packet: Packet, opts: BroadcastOptions) {
+    fn broadcast(&self, mut packet: Packet, opts: BroadcastOptions) {
+        self.record(&mut packet, &opts);
         self.deliver_local(&packet, &opts);
     }
     async fn broadcast_with_ack(&self, packet: Packet, opts: BroadcastOptions) -> Result<AckResponses, AdapterError> {
@@ -199,5 +217,13 @@ impl Adapter for MemoryAdapter {
     }
     async fn server_count(&self) -> usize {
         1
+    }
+    fn persist_session(&self, session: PersistedSession) {
+        if let Some(log) = &self.log {
+            log.persist(session);
+        }
+    }
+    async fn restore_session(&self, pid: &str, offset: &str) -> Option<RestoredSession> {
+        self.log.as_ref()?.restore(pid, offset)
     }
 }

@@ -8,11 +8,13 @@
 //! with an [`AdapterError`].
 
 mod memory;
+pub mod recovery;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod rooms;
 
 pub use memory::{AckNext, AckReceiver, MemoryAdapter};
+pub use recovery::{PacketLog, PersistedSession, RecoveryOptions, RestoredSession};
 pub use rooms::LocalRooms;
 
 use crate::io::{Handshake, Namespace};
@@ -125,6 +127,14 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Number of nodes in the cluster, this one included.
     async fn server_count(&self) -> usize;
+
+    /// Keeps a disconnected socket's session for connection state recovery.
+    fn persist_session(&self, _session: PersistedSession) {}
+
+    /// The session of `pid` and the packets it missed after `offset`, if recoverable.
+    async fn restore_session(&self, _pid: &str, _offset: &str) -> Option<RestoredSession> {
+        None
+    }
 
     /// Releases what the adapter holds (subscriptions, tasks) when the server stops.
     async fn close(&self) {}

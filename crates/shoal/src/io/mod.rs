@@ -28,7 +28,7 @@ pub use handshake::Handshake;
 pub use namespace::{ConnectError, Namespace, ServerAck, WeakNamespace};
 pub use socket::{AckError, EmitError, Event, Socket, SocketWithTimeout};
 
-use crate::adapter::{AdapterFactory, Room};
+use crate::adapter::{AdapterFactory, RecoveryOptions, Room};
 use crate::engine::{AllowRequest, CloseReason, Cors, Engine, EngineConfig, EngineHandler, Message, ResponseBody, Session, Transports};
 use crate::protocol::{IntoArgs, Value};
 use client::Client;
@@ -56,6 +56,14 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// True if the socket's session is kept for connection state recovery.
+    pub fn is_recoverable(self) -> bool {
+        !matches!(
+            self,
+            DisconnectReason::ClientNamespaceDisconnect | DisconnectReason::ServerNamespaceDisconnect | DisconnectReason::ParseError
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DisconnectReason::TransportClose => "transport close",
@@ -106,6 +114,7 @@ type NamespaceMatcher = Arc<dyn Fn(&str, &Value) -> bool + Send + Sync>;
 type NamespaceInit = Arc<dyn Fn(&Namespace) + Send + Sync>;
 
 pub(crate) struct ServerConfig {
+    pub recovery: Option<RecoveryOptions>,
     pub connect_timeout: Duration,
     pub max_attachments: usize,
     pub adapter: AdapterFactory,
@@ -326,6 +335,7 @@ where
 /// Settings of a [`Server`], with the official defaults.
 pub struct ServerBuilder {
     engine: EngineConfig,
+    recovery: Option<RecoveryOptions>,
     connect_timeout: Duration,
     max_attachments: usize,
     adapter: AdapterFactory,
@@ -335,6 +345,7 @@ impl Default for ServerBuilder {
     fn default() -> Self {
         ServerBuilder {
             engine: EngineConfig { path: "/socket.io/".into(), ..EngineConfig::default() },
+            recovery: None,
             connect_timeout: Duration::from_secs(45),
             max_attachments: 10,
             adapter: crate::adapter::memory(),
@@ -408,6 +419,12 @@ impl ServerBuilder {
         self.engine.node_id = id.to_owned();
         self
     }
+    /// Turns on connection state recovery: a client that comes back within
+    /// `max_disconnection_duration` gets its socket id, rooms, data and missed events.
+    pub fn connection_state_recovery(mut self, options: RecoveryOptions) -> Self {
+        self.recovery = Some(options);
+        self
+    }
     pub fn adapter(mut self, factory: AdapterFactory) -> Self {
         self.adapter = factory;
         self
@@ -418,7 +435,7 @@ impl ServerBuilder {
 
     pub fn build(self) -> Server {
         let shared = Arc::new(ServerShared {
-            config: ServerConfig { connect_timeout: self.connect_timeout, max_attachments: self.max_attachments, adapter: self.adapter },
+            config: ServerConfig { recovery: self.recovery, connect_timeout: self.connect_timeout, max_attachments: self.max_attachments, adapter: self.adapter },
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
             engine: OnceLock::new(),

@@ -6,7 +6,7 @@ use super::client::Client;
 use super::handshake::Handshake;
 use super::socket::{AckError, EmitError, Socket};
 use super::{run_handler, ServerShared};
-use crate::adapter::{Adapter, AdapterError, Room, SocketId};
+use crate::adapter::{Adapter, AdapterError, RecoveryOptions, Room, SocketId};
 use crate::engine::Session;
 use crate::protocol::socket_packet::Packet;
 use crate::protocol::{IntoArgs, Value};
@@ -74,6 +74,7 @@ pub(crate) struct NamespaceShared {
     server_handlers: RwLock<HashMap<String, ServerEventHandler>>,
     adapter: OnceLock<Arc<dyn Adapter>>,
     ack_ids: AtomicU64,
+    recovery: Option<RecoveryOptions>,
 }
 
 /// A namespace. Cheap to clone: every clone is the same namespace.
@@ -106,6 +107,7 @@ impl Namespace {
             server_handlers: RwLock::new(HashMap::new()),
             adapter: OnceLock::new(),
             ack_ids: AtomicU64::new(0),
+            recovery: server.config.recovery.clone(),
         }));
         let adapter = (server.config.adapter)(&ns);
         let _ = ns.0.adapter.set(adapter);
@@ -114,6 +116,10 @@ impl Namespace {
 
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+    /// The recovery settings, when connection state recovery is on.
+    pub fn recovery(&self) -> Option<&RecoveryOptions> {
+        self.0.recovery.as_ref()
     }
     pub fn downgrade(&self) -> WeakNamespace {
         WeakNamespace(Arc::downgrade(&self.0))
@@ -233,18 +239,35 @@ impl Namespace {
         self.0.sockets.write().unwrap().remove(id);
     }
 
-    /// Runs a client's CONNECT: middlewares, then the socket joins its own room, the
-    /// client gets the CONNECT answer, and the connection handlers run.
+    /// Runs a client's CONNECT: recovery (when on and asked for), middlewares, then the
+    /// socket joins its rooms, the client gets the missed packets and the CONNECT answer,
+    /// and the connection handlers run.
     pub(crate) async fn connect(self, client: Arc<Client>, session: Arc<Session>, auth: Value) {
+        let mut restored = None;
+        if self.recovery().is_some() {
+            if let (Some(pid), Some(offset)) = (auth.get("pid").and_then(Value::as_str), auth.get("offset").and_then(Value::as_str)) {
+                restored = self.adapter().restore_session(pid, offset).await;
+                if restored.is_none() {
+                    tracing::debug!(nsp = %self.name(), pid, "session not recoverable, starting a fresh one");
+                }
+            }
+        }
         let handshake = Handshake::new(&session.handshake, auth);
-        let id: SocketId = crate::engine::sid::new_socket_id().into();
-        let socket = Socket::new(id.clone(), self.clone(), session.clone(), Arc::downgrade(&client), handshake);
-        let middlewares: Vec<Middleware> = self.0.middlewares.read().unwrap().clone();
-        for mw in middlewares {
-            if let Err(err) = mw(socket.clone()).await {
-                tracing::debug!(nsp = %self.name(), reason = %err, "connection refused by middleware");
-                let _ = socket.send_packet(&Packet::connect_error(self.name(), err.to_value()));
-                return;
+        let (id, pid): (SocketId, Option<String>) = match (&restored, self.recovery()) {
+            (Some(r), _) => (r.session.id.clone(), Some(r.session.pid.clone())),
+            (None, Some(_)) => (crate::engine::sid::new_socket_id().into(), Some(crate::engine::sid::new_socket_id())),
+            (None, None) => (crate::engine::sid::new_socket_id().into(), None),
+        };
+        let socket = Socket::new(id.clone(), self.clone(), session.clone(), Arc::downgrade(&client), handshake, pid.clone(), restored.is_some());
+        let skip = restored.is_some() && self.recovery().is_some_and(|r| r.skip_middlewares);
+        if !skip {
+            let middlewares: Vec<Middleware> = self.0.middlewares.read().unwrap().clone();
+            for mw in middlewares {
+                if let Err(err) = mw(socket.clone()).await {
+                    tracing::debug!(nsp = %self.name(), reason = %err, "connection refused by middleware");
+                    let _ = socket.send_packet(&Packet::connect_error(self.name(), err.to_value()));
+                    return;
+                }
             }
         }
         if session.is_closed() {
@@ -252,12 +275,25 @@ impl Namespace {
         }
         socket.set_connected();
         self.adapter().add_all(&id, &[id.clone()]);
+        if let Some(r) = &restored {
+            self.adapter().add_all(&id, &r.session.rooms);
+            socket.set_data(r.session.data.clone());
+            // The missed events go out before the CONNECT answer, as in the official server.
+            for packet in &r.missed {
+                let mut packet = packet.clone();
+                packet.nsp = self.name().to_owned();
+                let _ = socket.send_packet(&packet);
+            }
+        }
         self.0.sockets.write().unwrap().insert(id.clone(), socket.clone());
         client.add_socket(self.name(), socket.clone());
         let mut answer = indexmap::IndexMap::new();
         answer.insert("sid".to_owned(), Value::String(id.to_string()));
+        if let Some(pid) = pid {
+            answer.insert("pid".to_owned(), Value::String(pid));
+        }
         let _ = socket.send_packet(&Packet::connect(self.name(), Some(Value::Object(answer))));
-        tracing::debug!(socket = %id, nsp = %self.name(), sid = %session.sid, "socket connected");
+        tracing::debug!(socket = %id, nsp = %self.name(), sid = %session.sid, recovered = restored.is_some(), "socket connected");
         let handlers: Vec<ConnectionHandler> = self.0.connection_handlers.read().unwrap().clone();
         for h in handlers {
             run_handler(h(socket.clone()));

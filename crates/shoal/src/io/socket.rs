@@ -126,6 +126,9 @@ pub(crate) struct SocketShared {
     acks: Mutex<HashMap<u64, AckWaiter>>,
     data: Mutex<Value>,
     connected: AtomicBool,
+    /// Private session id for connection state recovery (None when recovery is off).
+    pid: Option<String>,
+    recovered: bool,
 }
 
 /// A client's connection to one namespace. Cheap to clone: every clone is the same socket.
@@ -139,7 +142,15 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
-    pub(crate) fn new(id: SocketId, ns: Namespace, session: Arc<Session>, client: Weak<Client>, handshake: Handshake) -> Socket {
+    pub(crate) fn new(
+        id: SocketId,
+        ns: Namespace,
+        session: Arc<Session>,
+        client: Weak<Client>,
+        handshake: Handshake,
+        pid: Option<String>,
+        recovered: bool,
+    ) -> Socket {
         Socket(Arc::new(SocketShared {
             id,
             ns,
@@ -153,6 +164,8 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             data: Mutex::new(Value::Null),
             connected: AtomicBool::new(false),
+            pid,
+            recovered,
         }))
     }
 
@@ -168,6 +181,11 @@ impl Socket {
     /// The Engine.IO session under this socket (shared by its other namespaces).
     pub fn session(&self) -> &Arc<Session> {
         &self.0.session
+    }
+    /// True if this socket was restored by connection state recovery (same id, rooms
+    /// and data as before its disconnection, missed events replayed).
+    pub fn recovered(&self) -> bool {
+        self.0.recovered
     }
     pub fn connected(&self) -> bool {
         self.0.connected.load(Ordering::Acquire)
@@ -229,7 +247,18 @@ impl Socket {
     /// Sends an event to this client.
     pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
         check_event_name(event)?;
-        self.send_packet(&Packet::event(self.ns().name(), event, args.into_args(), None))
+        let packet = Packet::event(self.ns().name(), event, args.into_args(), None);
+        if self.ns().recovery().is_some() {
+            // As the official server: with recovery on, a direct emit is a broadcast to
+            // the socket's own room, so it gets an offset and is logged for replay.
+            if !self.connected() {
+                return Err(EmitError::Disconnected);
+            }
+            let opts = crate::adapter::BroadcastOptions { rooms: vec![self.id().clone()], ..Default::default() };
+            self.ns().adapter().broadcast(packet, opts);
+            return Ok(());
+        }
+        self.send_packet(&packet)
     }
 
     /// Sends an event and waits for the client's ack (its arguments), however long it takes.
@@ -385,6 +414,17 @@ impl Socket {
         let handlers: Vec<_> = self.0.disconnecting_handlers.lock().unwrap().drain(..).collect();
         for h in handlers {
             run_handler(h(self.clone(), reason));
+        }
+        if let Some(pid) = &self.0.pid {
+            if reason.is_recoverable() {
+                let rooms = self.rooms().into_iter().filter(|r| r != self.id()).collect();
+                self.ns().adapter().persist_session(crate::adapter::PersistedSession {
+                    pid: pid.clone(),
+                    id: self.id().clone(),
+                    rooms,
+                    data: self.data(),
+                });
+            }
         }
         self.ns().adapter().del_all(self.id());
         self.ns().remove_socket(self.id());
