@@ -27,12 +27,9 @@ impl MemoryAdapter {
 
     /// Gives the packet its recovery offset (last argument) and logs it, when recovery
     /// is on and the packet is one that is stored.
-    pub fn record(&self, packet: &mut Packet, opts: &BroadcastOptions) {
-        if let Some(log) = &self.log {
-            if PacketLog::stores(packet, opts) {
-                log.record(packet, opts);
-            }
-        }
+    pub fn record(&self, packet: &mut Packet, opts: &BroadcastOptions) -> Option<String> {
+        let log = self.log.as_ref()?;
+        PacketLog::stores(packet, opts).then(|| log.record(packet, opts))
     }
 
     /// The local room index (for adapters that build on this one).
@@ -109,15 +106,23 @@ impl MemoryAdapter {
     }
 
     pub fn add_sockets_local(&self, opts: &BroadcastOptions, rooms: &[Room]) {
+        let ns = self.ns.upgrade();
         for id in self.rooms.matching(opts) {
             self.rooms.add_all(&id, rooms);
+            if let Some(socket) = ns.as_ref().and_then(|ns| ns.local_socket(&id)) {
+                socket.changed();
+            }
         }
     }
 
     pub fn del_sockets_local(&self, opts: &BroadcastOptions, rooms: &[Room]) {
+        let ns = self.ns.upgrade();
         for id in self.rooms.matching(opts) {
             for room in rooms {
                 self.rooms.del(&id, room);
+            }
+            if let Some(socket) = ns.as_ref().and_then(|ns| ns.local_socket(&id)) {
+                socket.changed();
             }
         }
     }

@@ -128,8 +128,16 @@ pub trait Adapter: Send + Sync + 'static {
     /// Number of nodes in the cluster, this one included.
     async fn server_count(&self) -> usize;
 
+    /// A connected socket's recoverable state changed (it connected, joined, left, or its
+    /// data changed). A cluster adapter keeps it where other nodes can find it, so that
+    /// even a node killed outright loses no session.
+    fn session_changed(&self, _session: PersistedSession) {}
+
     /// Keeps a disconnected socket's session for connection state recovery.
     fn persist_session(&self, _session: PersistedSession) {}
+
+    /// The socket of `pid` left for good (a namespace disconnect): nothing to recover.
+    fn forget_session(&self, _pid: &str) {}
 
     /// The session of `pid` and the packets it missed after `offset`, if recoverable.
     async fn restore_session(&self, _pid: &str, _offset: &str) -> Option<RestoredSession> {

@@ -83,17 +83,19 @@ impl PacketLog {
         packet.id.is_none() && !opts.flags.volatile && matches!(packet.data, Some(Value::Array(_)))
     }
 
-    /// Appends the packet's offset as its last argument and logs it.
-    pub fn record(&self, packet: &mut Packet, opts: &BroadcastOptions) {
+    /// Appends the packet's offset as its last argument, logs it, and returns the offset.
+    pub fn record(&self, packet: &mut Packet, opts: &BroadcastOptions) -> String {
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap();
         inner.next += 1;
         let offset = format!("{}-{:x}", self.epoch, inner.next);
         self.prune(&mut inner, now);
-        self.push(&mut inner, packet, opts, offset, now);
+        self.push(&mut inner, packet, opts, offset.clone(), now);
+        offset
     }
 
-    /// Logs a packet that already carries its offset (assigned elsewhere, e.g. by Redis).
+    /// Logs a packet that already carries its offset as last argument (assigned by the
+    /// node that broadcast it).
     pub fn record_with_offset(&self, packet: &Packet, opts: &BroadcastOptions, offset: String) {
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap();
@@ -132,25 +134,33 @@ impl PacketLog {
 
     /// The session of `pid` and the packets after `offset`, if both are still known.
     pub fn restore(&self, pid: &str, offset: &str) -> Option<RestoredSession> {
+        let session = self.session(pid)?;
+        let missed = self.missed(offset, &session)?;
+        Some(RestoredSession { session, missed })
+    }
+
+    /// The persisted session of `pid`, if it has not expired.
+    pub fn session(&self, pid: &str) -> Option<PersistedSession> {
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap();
-        self.prune(&mut inner, now);
         let (session, at) = inner.sessions.get(pid)?.clone();
         if now.duration_since(at) > self.options.max_disconnection_duration {
             inner.sessions.remove(pid);
             return None;
         }
+        Some(session)
+    }
+
+    /// The logged packets after `offset` that `session` was a target of, or None if
+    /// `offset` is not in the log (too old, or never seen here).
+    pub fn missed(&self, offset: &str, session: &PersistedSession) -> Option<Vec<Packet>> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().unwrap();
+        self.prune(&mut inner, now);
         let index = inner.log.iter().position(|p| p.offset == offset)?;
         let mut rooms = session.rooms.clone();
         rooms.push(session.id.clone());
-        let missed = inner
-            .log
-            .iter()
-            .skip(index + 1)
-            .filter(|p| matches_rooms(&p.opts, &rooms))
-            .map(|p| p.packet.clone())
-            .collect();
-        Some(RestoredSession { session, missed })
+        Some(inner.log.iter().skip(index + 1).filter(|p| matches_rooms(&p.opts, &rooms)).map(|p| p.packet.clone()).collect())
     }
 }
 

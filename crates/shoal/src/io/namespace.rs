@@ -293,6 +293,7 @@ impl Namespace {
             answer.insert("pid".to_owned(), Value::String(pid));
         }
         let _ = socket.send_packet(&Packet::connect(self.name(), Some(Value::Object(answer))));
+        socket.changed();
         tracing::debug!(socket = %id, nsp = %self.name(), sid = %session.sid, recovered = restored.is_some(), "socket connected");
         let handlers: Vec<ConnectionHandler> = self.0.connection_handlers.read().unwrap().clone();
         for h in handlers {

@@ -196,6 +196,23 @@ impl Socket {
     }
     pub fn set_data(&self, value: impl Into<Value>) {
         *self.0.data.lock().unwrap() = value.into();
+        self.changed();
+    }
+
+    /// What connection state recovery keeps of this socket (None when it is off).
+    pub(crate) fn snapshot(&self) -> Option<crate::adapter::PersistedSession> {
+        let pid = self.0.pid.as_ref()?;
+        let rooms = self.rooms().into_iter().filter(|r| r != self.id()).collect();
+        Some(crate::adapter::PersistedSession { pid: pid.clone(), id: self.id().clone(), rooms, data: self.data() })
+    }
+
+    /// Tells the adapter the recoverable state changed (recovery on, socket connected).
+    pub(crate) fn changed(&self) {
+        if self.connected() {
+            if let Some(snapshot) = self.snapshot() {
+                self.ns().adapter().session_changed(snapshot);
+            }
+        }
     }
 
     // ---- handlers -------------------------------------------------------------------
@@ -310,13 +327,16 @@ impl Socket {
 
     pub fn join(&self, room: impl Into<Room>) {
         self.ns().adapter().add_all(self.id(), &[room.into()]);
+        self.changed();
     }
     pub fn join_all(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) {
         let rooms: Vec<Room> = rooms.into_iter().map(Into::into).collect();
         self.ns().adapter().add_all(self.id(), &rooms);
+        self.changed();
     }
     pub fn leave(&self, room: impl Into<Room>) {
         self.ns().adapter().del(self.id(), &room.into());
+        self.changed();
     }
     /// The socket's rooms, sorted (its own id included).
     pub fn rooms(&self) -> Vec<Room> {
@@ -415,15 +435,11 @@ impl Socket {
         for h in handlers {
             run_handler(h(self.clone(), reason));
         }
-        if let Some(pid) = &self.0.pid {
+        if let Some(snapshot) = self.snapshot() {
             if reason.is_recoverable() {
-                let rooms = self.rooms().into_iter().filter(|r| r != self.id()).collect();
-                self.ns().adapter().persist_session(crate::adapter::PersistedSession {
-                    pid: pid.clone(),
-                    id: self.id().clone(),
-                    rooms,
-                    data: self.data(),
-                });
+                self.ns().adapter().persist_session(snapshot);
+            } else {
+                self.ns().adapter().forget_session(&snapshot.pid);
             }
         }
         self.ns().adapter().del_all(self.id());

@@ -26,6 +26,13 @@ pub struct LinkStats {
     pub outages: AtomicU64,
 }
 
+/// What the publishing task works through, in order.
+enum Queued {
+    Cmd(redis::Cmd),
+    /// Answered once everything queued before it was sent.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 enum Command {
     Subscribe(Vec<String>),
     PSubscribe(String),
@@ -41,7 +48,7 @@ struct Routes {
 pub struct RedisLink {
     url: String,
     manager: ConnectionManager,
-    publish_tx: mpsc::Sender<(String, Vec<u8>)>,
+    publish_tx: mpsc::Sender<Queued>,
     commands: mpsc::UnboundedSender<Command>,
     routes: Arc<Mutex<Routes>>,
     subscribed: Arc<AtomicBool>,
@@ -86,7 +93,15 @@ impl RedisLink {
 
     /// Queues a publish; never waits. Returns false if it had to be dropped.
     pub fn publish(&self, channel: String, payload: Vec<u8>) -> bool {
-        match self.publish_tx.try_send((channel, payload)) {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        self.send(cmd)
+    }
+
+    /// Queues any command whose answer nobody waits for (SET, XADD, ...), in order with
+    /// the publishes. Never waits; returns false if it had to be dropped.
+    pub fn send(&self, cmd: redis::Cmd) -> bool {
+        match self.publish_tx.try_send(Queued::Cmd(cmd)) {
             Ok(()) => true,
             Err(_) => {
                 let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -111,6 +126,36 @@ impl RedisLink {
         let _ = self.commands.send(Command::PSubscribe(pattern));
     }
 
+    /// Waits (at most `timeout`) until every command queued so far was sent, e.g. the
+    /// session records written while a node shuts down.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.publish_tx.send(Queued::Flush(tx)).await.is_err() {
+            return false;
+        }
+        tokio::time::timeout(timeout, rx).await.is_ok()
+    }
+
+    /// `GET key`.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let mut conn = self.manager.clone();
+        redis::cmd("GET").arg(key).query_async(&mut conn).await.map_err(|e| format!("GET failed: {e}"))
+    }
+
+    /// `XREVRANGE stream end - COUNT n`: entries newest first, each as (id, fields).
+    pub async fn xrevrange(&self, stream: &str, end: &str, count: usize) -> Result<Vec<(String, HashMap<String, Vec<u8>>)>, String> {
+        let mut conn = self.manager.clone();
+        redis::cmd("XREVRANGE")
+            .arg(stream)
+            .arg(end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("XREVRANGE failed: {e}"))
+    }
+
     /// `PUBSUB NUMSUB channel`: how many nodes listen on a request channel.
     pub async fn numsub(&self, channel: &str) -> Result<usize, String> {
         let mut conn = self.manager.clone();
@@ -124,10 +169,17 @@ impl RedisLink {
     }
 }
 
-async fn publisher(mut conn: ConnectionManager, mut rx: mpsc::Receiver<(String, Vec<u8>)>, stats: Arc<LinkStats>) {
+async fn publisher(mut conn: ConnectionManager, mut rx: mpsc::Receiver<Queued>, stats: Arc<LinkStats>) {
     let mut failing = false;
-    while let Some((channel, payload)) = rx.recv().await {
-        let result: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg(&channel).arg(&payload).query_async(&mut conn).await;
+    while let Some(item) = rx.recv().await {
+        let cmd = match item {
+            Queued::Cmd(cmd) => cmd,
+            Queued::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        let result: redis::RedisResult<redis::Value> = cmd.query_async(&mut conn).await;
         match result {
             Ok(_) => {
                 stats.published.fetch_add(1, Ordering::Relaxed);

@@ -20,7 +20,8 @@ pub mod wire;
 
 pub use link::{LinkStats, RedisLink, Subscriber};
 
-use super::{AckNext, AckResponses, Adapter, AdapterError, AdapterFactory, BroadcastOptions, MemoryAdapter, Room, SocketId, SocketInfo};
+use super::recovery::matches_rooms;
+use super::{AckNext, AckResponses, Adapter, AdapterError, AdapterFactory, BroadcastOptions, MemoryAdapter, PersistedSession, RestoredSession, Room, SocketId, SocketInfo};
 use crate::io::{Handshake, Namespace, ServerAck, WeakNamespace};
 use crate::protocol::socket_packet::Packet;
 use crate::protocol::Value;
@@ -76,6 +77,8 @@ pub struct RedisAdapter {
     channels: Channels,
     link: Arc<RedisLink>,
     options: RedisOptions,
+    /// `{key}-log#{nsp}#`: the Redis Stream of logged packets (recovery on).
+    log_stream: String,
     pending: Mutex<HashMap<String, Pending>>,
     ack_requests: Mutex<HashMap<String, mpsc::UnboundedSender<AckEvent>>>,
     me: Weak<RedisAdapter>,
@@ -92,6 +95,7 @@ impl RedisAdapter {
             uid,
             channels: channels.clone(),
             link: link.clone(),
+            log_stream: format!("{}-log#{}#", options.key, ns.name()),
             options,
             pending: Mutex::new(HashMap::new()),
             ack_requests: Mutex::new(HashMap::new()),
@@ -104,7 +108,90 @@ impl RedisAdapter {
             format!("{}*", channels.broadcast),
         );
         tracing::debug!(nsp = %adapter.nsp, uid = %adapter.uid, "Redis adapter ready");
+        if let Some(recovery) = ns.recovery() {
+            // Session records of live sockets are rewritten before they expire, so a
+            // node that dies without a word leaves them for max_disconnection_duration.
+            let every = (recovery.max_disconnection_duration / 3).max(Duration::from_secs(1));
+            let weak = Arc::downgrade(&adapter);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(adapter) = weak.upgrade() else { return };
+                    let Some(ns) = adapter.ns.upgrade() else { return };
+                    for socket in ns.local_sockets() {
+                        socket.changed();
+                    }
+                }
+            });
+        }
         adapter
+    }
+
+    fn session_key(&self, pid: &str) -> String {
+        format!("{}-session#{}", self.options.key, pid)
+    }
+
+    fn write_session(&self, session: &PersistedSession, ttl: Duration) {
+        let record = obj(vec![
+            ("id", Value::from(session.id.to_string())),
+            ("nsp", Value::from(self.nsp.as_str())),
+            ("rooms", Value::Array(session.rooms.iter().map(|r| Value::from(r.to_string())).collect())),
+            ("data", session.data.clone()),
+        ]);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.session_key(&session.pid)).arg(wire::encode_msgpack(&record)).arg("PX").arg(ttl.as_millis() as u64);
+        self.link.send(cmd);
+    }
+
+    async fn read_session(&self, pid: &str) -> Option<PersistedSession> {
+        let bytes = self.link.get(&self.session_key(pid)).await.ok()??;
+        let record = wire::decode_msgpack(&bytes).ok()?;
+        if record.get("nsp").and_then(Value::as_str) != Some(self.nsp.as_str()) {
+            return None;
+        }
+        Some(PersistedSession {
+            pid: pid.to_owned(),
+            id: record.get("id")?.as_str()?.into(),
+            rooms: wire::rooms_list(record.get("rooms")),
+            data: record.get("data").cloned().unwrap_or(Value::Null),
+        })
+    }
+
+    /// Packets after `offset` from the Redis Stream log, newest pages first, until the
+    /// offset is found (None if it is not there any more).
+    async fn missed_from_stream(&self, offset: &str, session: &PersistedSession, max: usize) -> Option<Vec<Packet>> {
+        let mut rooms = session.rooms.clone();
+        rooms.push(session.id.clone());
+        let mut newer: Vec<Packet> = Vec::new();
+        let mut end = "+".to_owned();
+        let mut scanned = 0;
+        while scanned < max {
+            let page = self.link.xrevrange(&self.log_stream, &end, 500).await.ok()?;
+            if page.is_empty() {
+                return None;
+            }
+            for (id, fields) in &page {
+                if end != "+" && *id == end {
+                    continue; // the first entry of a page is the last of the previous one
+                }
+                scanned += 1;
+                if fields.get("o").map(Vec::as_slice) == Some(offset.as_bytes()) {
+                    newer.reverse();
+                    return Some(newer);
+                }
+                let Some(Value::Array(parts)) = fields.get("m").and_then(|m| wire::decode_msgpack(m).ok()) else { continue };
+                let (Some(packet), opts) = (parts.first().and_then(wire::packet_from_value), wire::opts_from_value(parts.get(1))) else { continue };
+                if matches_rooms(&opts, &rooms) {
+                    newer.push(packet);
+                }
+            }
+            let last = page.last().map(|(id, _)| id.clone())?;
+            if last == end {
+                return None;
+            }
+            end = last;
+        }
+        None
     }
 
     /// This node's id in the adapter protocol.
@@ -137,29 +224,36 @@ impl RedisAdapter {
     fn on_broadcast(&self, channel: &str, payload: &[u8]) {
         let room = &channel[self.channels.broadcast.len()..];
         let room = room.strip_suffix('#').unwrap_or(room);
-        if !room.is_empty() && !self.local.rooms().iter().any(|r| &**r == room) {
-            return; // nobody here is in that room
+        let logging = self.local.log().is_some();
+        if !logging && !room.is_empty() && !self.local.rooms().iter().any(|r| &**r == room) {
+            return; // nobody here is in that room (checked before decoding)
         }
         let Ok(Value::Array(parts)) = wire::decode_msgpack(payload) else {
             tracing::debug!(%channel, "ignoring a malformed broadcast");
             return;
         };
         let mut parts = parts.into_iter();
-        let (uid, packet, opts) = (parts.next(), parts.next(), parts.next());
+        let (uid, packet, raw_opts) = (parts.next(), parts.next(), parts.next());
         if uid.as_ref().and_then(Value::as_str) == Some(self.uid.as_str()) {
             return;
         }
-        let Some(packet) = packet.as_ref().and_then(wire::packet_from_value) else {
+        let Some(mut packet) = packet.as_ref().and_then(wire::packet_from_value) else {
             tracing::debug!(%channel, "ignoring a broadcast that is not an event");
             return;
         };
         if packet.nsp != self.nsp {
             return;
         }
-        let mut opts = wire::opts_from_value(opts.as_ref());
+        let mut opts = wire::opts_from_value(raw_opts.as_ref());
         opts.flags.timeout = None;
-        let mut packet = packet;
         packet.id = None;
+        // Every node logs every stored packet, so a client recovers on any node.
+        if let (Some(log), Some(offset)) = (self.local.log(), raw_opts.as_ref().and_then(|o| o.get("offset")).and_then(Value::as_str)) {
+            log.record_with_offset(&packet, &opts, offset.to_owned());
+        }
+        if !room.is_empty() && !self.local.rooms().iter().any(|r| &**r == room) {
+            return;
+        }
         self.local.deliver_local(&packet, &opts);
     }
 
@@ -429,9 +523,22 @@ impl Adapter for RedisAdapter {
         self.local.rooms()
     }
 
-    fn broadcast(&self, packet: Packet, opts: BroadcastOptions) {
+    fn broadcast(&self, mut packet: Packet, opts: BroadcastOptions) {
+        let offset = self.local.record(&mut packet, &opts);
+        if let Some(offset) = &offset {
+            // The cluster's copy of the log, for nodes that did not see this packet.
+            let entry = Value::Array(vec![wire::packet_to_value(&packet), wire::opts_to_value(&opts, false)]);
+            let max = self.local.log().map(|l| l.options().max_packets).unwrap_or(10_000);
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(&self.log_stream).arg("MAXLEN").arg("~").arg(max).arg("*").arg("o").arg(offset.as_str()).arg("m").arg(wire::encode_msgpack(&entry));
+            self.link.send(cmd);
+        }
         if !opts.flags.local {
-            let message = Value::Array(vec![Value::from(self.uid.as_str()), wire::packet_to_value(&packet), wire::opts_to_value(&opts, true)]);
+            let mut raw_opts = wire::opts_to_value(&opts, true);
+            if let (Some(offset), Value::Object(o)) = (&offset, &mut raw_opts) {
+                o.insert("offset".to_owned(), Value::from(offset.as_str()));
+            }
+            let message = Value::Array(vec![Value::from(self.uid.as_str()), wire::packet_to_value(&packet), raw_opts]);
             let mut channel = self.channels.broadcast.clone();
             if opts.rooms.len() == 1 {
                 channel.push_str(&opts.rooms[0]);
@@ -593,6 +700,48 @@ impl Adapter for RedisAdapter {
                 };
                 Err(AdapterError::Timeout { waited: timeout, missing })
             }
+        }
+    }
+
+    fn session_changed(&self, session: PersistedSession) {
+        if let Some(log) = self.local.log() {
+            let ttl = log.options().max_disconnection_duration + (log.options().max_disconnection_duration / 3).max(Duration::from_secs(1));
+            self.write_session(&session, ttl);
+        }
+    }
+
+    fn persist_session(&self, session: PersistedSession) {
+        if let Some(log) = self.local.log() {
+            self.write_session(&session, log.options().max_disconnection_duration);
+            log.persist(session);
+        }
+    }
+
+    fn forget_session(&self, pid: &str) {
+        if self.local.log().is_some() {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(self.session_key(pid));
+            self.link.send(cmd);
+        }
+    }
+
+    async fn restore_session(&self, pid: &str, offset: &str) -> Option<RestoredSession> {
+        let log = self.local.log()?;
+        let session = match log.session(pid) {
+            Some(s) => s,
+            None => self.read_session(pid).await?,
+        };
+        let missed = match log.missed(offset, &session) {
+            Some(m) => m,
+            None => self.missed_from_stream(offset, &session, log.options().max_packets).await?,
+        };
+        Some(RestoredSession { session, missed })
+    }
+
+    async fn close(&self) {
+        // What was queued (last session records, last broadcasts) reaches Redis first.
+        if !self.link.flush(Duration::from_secs(2)).await {
+            tracing::warn!(nsp = %self.nsp, "could not flush the Redis queue before closing");
         }
     }
 
