@@ -64,6 +64,8 @@ pub struct PacketLog {
 struct Inner {
     next: u64,
     log: VecDeque<Stored>,
+    /// Offsets in `log`, to skip a packet seen twice (live and from a catch-up).
+    offsets: std::collections::HashSet<String>,
     sessions: HashMap<String, (PersistedSession, Instant)>,
 }
 
@@ -95,36 +97,50 @@ impl PacketLog {
     }
 
     /// Logs a packet that already carries its offset as last argument (assigned by the
-    /// node that broadcast it).
-    pub fn record_with_offset(&self, packet: &Packet, opts: &BroadcastOptions, offset: String) {
+    /// node that broadcast it). Returns false if that offset was already logged.
+    pub fn record_with_offset(&self, packet: &Packet, opts: &BroadcastOptions, offset: String) -> bool {
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap();
+        if inner.offsets.contains(&offset) {
+            return false;
+        }
         self.prune(&mut inner, now);
         let mut stored = packet.clone();
         if let Some(Value::Array(args)) = stored.data.as_mut() {
             args.pop();
         }
         self.push(&mut inner, &mut stored, opts, offset, now);
+        true
     }
 
     fn push(&self, inner: &mut Inner, packet: &mut Packet, opts: &BroadcastOptions, offset: String, at: Instant) {
         if let Some(Value::Array(args)) = packet.data.as_mut() {
             args.push(Value::String(offset.clone()));
         }
+        inner.offsets.insert(offset.clone());
         inner.log.push_back(Stored { offset, packet: packet.clone(), opts: BroadcastOptions { flags: Default::default(), ..opts.clone() }, at });
         while inner.log.len() > self.options.max_packets {
-            inner.log.pop_front();
+            if let Some(old) = inner.log.pop_front() {
+                inner.offsets.remove(&old.offset);
+            }
         }
     }
 
     fn prune(&self, inner: &mut Inner, now: Instant) {
         let max = self.options.max_disconnection_duration;
         while inner.log.front().is_some_and(|p| now.duration_since(p.at) > max) {
-            inner.log.pop_front();
+            if let Some(old) = inner.log.pop_front() {
+                inner.offsets.remove(&old.offset);
+            }
         }
         if inner.sessions.len() > 1024 || inner.next % 1024 == 0 {
             inner.sessions.retain(|_, (_, at)| now.duration_since(*at) <= max);
         }
+    }
+
+    /// True if the packet with this offset is in the log.
+    pub fn contains(&self, offset: &str) -> bool {
+        self.inner.lock().unwrap().offsets.contains(offset)
     }
 
     pub fn persist(&self, session: PersistedSession) {

@@ -14,6 +14,9 @@ use tokio::sync::mpsc;
 /// Receives the messages of the channels it subscribed to.
 pub trait Subscriber: Send + Sync + 'static {
     fn on_message(&self, channel: &str, payload: &[u8]);
+    /// The subscription is back after an outage that began at `lost_at`: messages
+    /// published meanwhile were not received.
+    fn on_resubscribed(&self, _lost_at: std::time::SystemTime) {}
 }
 
 /// Counters of the link's health, for logs and metrics.
@@ -156,6 +159,20 @@ impl RedisLink {
             .map_err(|e| format!("XREVRANGE failed: {e}"))
     }
 
+    /// `XRANGE stream start + COUNT n`: entries oldest first, each as (id, fields).
+    pub async fn xrange(&self, stream: &str, start: &str, count: usize) -> Result<Vec<(String, HashMap<String, Vec<u8>>)>, String> {
+        let mut conn = self.manager.clone();
+        redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("XRANGE failed: {e}"))
+    }
+
     /// `PUBSUB NUMSUB channel`: how many nodes listen on a request channel.
     pub async fn numsub(&self, channel: &str) -> Result<usize, String> {
         let mut conn = self.manager.clone();
@@ -211,6 +228,7 @@ async fn subscriber(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
+    let mut lost_at: Option<std::time::SystemTime> = None;
     loop {
         let connected = tokio::time::timeout(Duration::from_secs(3), client.get_async_pubsub()).await;
         let pubsub = match connected {
@@ -249,6 +267,15 @@ async fn subscriber(
             first = false;
         } else {
             tracing::info!(%url, "Redis is back: resubscribed; cross-node traffic resumes");
+            if let Some(at) = lost_at.take() {
+                let subs: Vec<Arc<dyn Subscriber>> = {
+                    let r = routes.lock().unwrap();
+                    r.patterns.values().filter_map(Weak::upgrade).collect()
+                };
+                for sub in subs {
+                    sub.on_resubscribed(at);
+                }
+            }
         }
         loop {
             tokio::select! {
@@ -278,6 +305,7 @@ async fn subscriber(
             }
         }
         subscribed.store(false, Ordering::Release);
+        lost_at = Some(std::time::SystemTime::now());
         stats.outages.fetch_add(1, Ordering::Relaxed);
         tracing::error!(%url, "lost the Redis subscription; reconnecting (local delivery continues)");
     }

@@ -80,6 +80,9 @@ pub struct RedisAdapter {
     /// `{key}-log#{nsp}#`: the Redis Stream of logged packets (recovery on).
     log_stream: String,
     pending: Mutex<HashMap<String, Pending>>,
+    /// While catching up after an outage, live broadcasts wait here so that clients
+    /// get everything in order.
+    catching_up: Mutex<Option<Vec<(String, Vec<u8>)>>>,
     ack_requests: Mutex<HashMap<String, mpsc::UnboundedSender<AckEvent>>>,
     me: Weak<RedisAdapter>,
 }
@@ -98,6 +101,7 @@ impl RedisAdapter {
             log_stream: format!("{}-log#{}#", options.key, ns.name()),
             options,
             pending: Mutex::new(HashMap::new()),
+            catching_up: Mutex::new(None),
             ack_requests: Mutex::new(HashMap::new()),
             me: me.clone(),
         });
@@ -125,6 +129,25 @@ impl RedisAdapter {
             });
         }
         adapter
+    }
+
+    /// Delivers the broadcasts that arrived during a catch-up, in order.
+    fn end_catch_up(&self) {
+        loop {
+            let batch = {
+                let mut guard = self.catching_up.lock().unwrap();
+                match guard.as_mut() {
+                    Some(waiting) if !waiting.is_empty() => std::mem::take(waiting),
+                    _ => {
+                        *guard = None;
+                        return;
+                    }
+                }
+            };
+            for (channel, payload) in batch {
+                self.on_broadcast(&channel, &payload);
+            }
+        }
     }
 
     fn session_key(&self, pid: &str) -> String {
@@ -247,9 +270,12 @@ impl RedisAdapter {
         let mut opts = wire::opts_from_value(raw_opts.as_ref());
         opts.flags.timeout = None;
         packet.id = None;
-        // Every node logs every stored packet, so a client recovers on any node.
+        // Every node logs every stored packet, so a client recovers on any node. A
+        // packet already logged (seen in a catch-up) is not delivered twice.
         if let (Some(log), Some(offset)) = (self.local.log(), raw_opts.as_ref().and_then(|o| o.get("offset")).and_then(Value::as_str)) {
-            log.record_with_offset(&packet, &opts, offset.to_owned());
+            if !log.record_with_offset(&packet, &opts, offset.to_owned()) {
+                return;
+            }
         }
         if !room.is_empty() && !self.local.rooms().iter().any(|r| &**r == room) {
             return;
@@ -494,7 +520,51 @@ fn socket_info_from(v: &Value) -> Option<SocketInfo> {
 }
 
 impl Subscriber for RedisAdapter {
+    /// Catches up, from the Redis Stream log, on the stored packets other nodes
+    /// broadcast while this node's subscription was down (recovery on).
+    fn on_resubscribed(&self, lost_at: std::time::SystemTime) {
+        let Some(log) = self.local.log() else { return };
+        let max = log.options().max_packets;
+        let since = lost_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis().saturating_sub(2000);
+        let weak = self.me.clone();
+        *self.catching_up.lock().unwrap() = Some(Vec::new());
+        tokio::spawn(async move {
+            let Some(me) = weak.upgrade() else { return };
+            let entries = match me.link.xrange(&me.log_stream, &since.to_string(), max).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, nsp = %me.nsp, "could not catch up on missed broadcasts");
+                    me.end_catch_up();
+                    return;
+                }
+            };
+            let mut caught_up = 0;
+            for (_id, fields) in entries {
+                let Some(offset) = fields.get("o").and_then(|o| String::from_utf8(o.clone()).ok()) else { continue };
+                let Some(log) = me.local.log() else { return };
+                if log.contains(&offset) {
+                    continue;
+                }
+                let Some(Value::Array(parts)) = fields.get("m").and_then(|m| wire::decode_msgpack(m).ok()) else { continue };
+                let (Some(packet), opts) = (parts.first().and_then(wire::packet_from_value), wire::opts_from_value(parts.get(1))) else { continue };
+                log.record_with_offset(&packet, &opts, offset);
+                me.local.deliver_local(&packet, &opts);
+                caught_up += 1;
+            }
+            if caught_up > 0 {
+                tracing::info!(nsp = %me.nsp, caught_up, "delivered broadcasts missed during the Redis outage");
+            }
+            me.end_catch_up();
+        });
+    }
+
     fn on_message(&self, channel: &str, payload: &[u8]) {
+        if channel.starts_with(&self.channels.broadcast) {
+            if let Some(waiting) = self.catching_up.lock().unwrap().as_mut() {
+                waiting.push((channel.to_owned(), payload.to_vec()));
+                return;
+            }
+        }
         if channel.starts_with(&self.channels.response) {
             self.on_response(payload);
         } else if channel == self.channels.request {
