@@ -135,6 +135,41 @@ async fn half_sent_requests_are_dropped_after_the_header_deadline() {
 }
 
 #[tokio::test]
+async fn idle_connections_that_send_nothing_are_dropped() {
+    let io = echo_server();
+    let addr = serve_io_with(&io, ServeOptions { header_read_timeout: Duration::from_millis(300), ..Default::default() }).await;
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), idle.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server kept a silent connection open");
+}
+
+#[tokio::test]
+async fn a_polling_body_that_never_ends_is_refused_and_frees_the_session() {
+    let io = Server::builder().request_body_timeout(Duration::from_millis(300)).build();
+    let addr = serve_io(&io).await;
+    let sid = polling_handshake(addr, "/socket.io/").await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n40");
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), slow.read(&mut buf)).await.expect("an answer in time").unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&buf[..n]));
+}
+
+#[tokio::test]
+async fn sessions_beyond_the_limit_are_refused() {
+    let io = Server::builder().max_sessions(3).build();
+    let addr = serve_io(&io).await;
+    for _ in 0..3 {
+        polling_handshake(addr, "/socket.io/").await;
+    }
+    let res = get(addr, "/socket.io/?EIO=4&transport=polling").await;
+    assert_eq!(res.status, 403);
+    assert_eq!(res.text(), r#"{"code":4,"message":"Too many sessions"}"#);
+}
+
+#[tokio::test]
 async fn a_flood_of_tiny_frames_does_not_hurt_other_sessions() {
     let io = echo_server();
     let addr = serve_io(&io).await;

@@ -68,6 +68,10 @@ pub struct EngineConfig {
     pub write_timeout: Duration,
     /// Prefix of every session id; names the owner node in a cluster.
     pub node_id: String,
+    /// Most open sessions; handshakes beyond get 403 (default 100,000).
+    pub max_sessions: usize,
+    /// Longest time a polling POST body may take to arrive (default 10 s); then 408.
+    pub request_body_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +88,8 @@ impl Default for EngineConfig {
             max_buffered_bytes: 8 << 20,
             write_timeout: Duration::from_secs(10),
             node_id: crate::engine::sid::random_node_id(),
+            max_sessions: 100_000,
+            request_body_timeout: Duration::from_secs(10),
         }
     }
 }

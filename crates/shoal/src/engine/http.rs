@@ -221,6 +221,10 @@ where
     if engine.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
         return error_response(engine, &headers, ErrorCode::Forbidden, Some("Server is shutting down"));
     }
+    if engine.session_count() >= engine.config.max_sessions {
+        tracing::warn!(limit = engine.config.max_sessions, "session limit reached, refusing a handshake");
+        return error_response(engine, &headers, ErrorCode::Forbidden, Some("Too many sessions"));
+    }
     handshake(engine, transport, req)
 }
 

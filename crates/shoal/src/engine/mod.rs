@@ -57,6 +57,9 @@ impl EngineShared {
     pub fn remove(&self, sid: &str) {
         self.sessions.write().unwrap().remove(sid);
     }
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().unwrap().len()
+    }
 
     /// Acts on one packet from a client, whatever transport carried it.
     pub fn on_packet(&self, session: &Arc<Session>, packet: Packet) {
@@ -117,7 +120,7 @@ impl Engine {
     }
 
     pub fn session_count(&self) -> usize {
-        self.shared.sessions.read().unwrap().len()
+        self.shared.session_count()
     }
 
     /// Refuses new sessions from now on and closes every open one with `reason`.

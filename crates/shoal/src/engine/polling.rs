@@ -136,7 +136,16 @@ where
     if declared.is_some_and(|n| n > max as u64) {
         return too_large(engine, &session, &headers);
     }
-    let body: Bytes = match Limited::new(req.into_body(), max).collect().await {
+    let collect = tokio::time::timeout(engine.config.request_body_timeout, Limited::new(req.into_body(), max).collect());
+    let Ok(collected) = collect.await else {
+        tracing::debug!(sid = %session.sid, "polling POST body too slow");
+        let mut res = Response::new(Full::new(Bytes::new()));
+        *res.status_mut() = StatusCode::REQUEST_TIMEOUT;
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        add_cors(engine, &headers, res.headers_mut());
+        return res;
+    };
+    let body: Bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {

@@ -409,6 +409,16 @@ impl ServerBuilder {
         self.engine.max_buffered_bytes = n;
         self
     }
+    /// Most open sessions on this node; more handshakes get 403 (default 100,000).
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.engine.max_sessions = n;
+        self
+    }
+    /// Longest time a polling POST body may take to arrive (default 10 s).
+    pub fn request_body_timeout(mut self, d: Duration) -> Self {
+        self.engine.request_body_timeout = d;
+        self
+    }
     /// Upgrade deadline (default 10 s).
     pub fn upgrade_timeout(mut self, d: Duration) -> Self {
         self.engine.upgrade_timeout = d;
