@@ -10,7 +10,6 @@ use crate::protocol::engine_packet::{OutPacket, PacketType};
 use std::any::Any;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 use tokio::sync::Notify;
@@ -96,6 +95,8 @@ pub(crate) struct State {
     pub closed: Option<CloseReason>,
     /// When the client must have answered the last ping (None: no ping outstanding).
     pub pong_deadline: Option<tokio::time::Instant>,
+    /// When the next ping is due (while no ping is outstanding).
+    pub next_ping: tokio::time::Instant,
 }
 
 pub struct Session {
@@ -106,8 +107,6 @@ pub struct Session {
     pub(crate) writable: Notify,
     /// Wakes every task of the session when it closes.
     pub(crate) closed_notify: Notify,
-    pub(crate) pongs: AtomicU64,
-    pub(crate) pong_notify: Notify,
     pub(crate) engine: Weak<EngineShared>,
     /// The upper layer's per-session state (the Socket.IO client of this session).
     upper: OnceLock<Arc<dyn Any + Send + Sync>>,
@@ -139,11 +138,10 @@ impl Session {
                 post_active: false,
                 closed: None,
                 pong_deadline: None,
+                next_ping: tokio::time::Instant::now() + engine.upgrade().map(|e| e.config.ping_interval).unwrap_or_default(),
             }),
             writable: Notify::new(),
             closed_notify: Notify::new(),
-            pongs: AtomicU64::new(0),
-            pong_notify: Notify::new(),
             engine,
             upper: OnceLock::new(),
         }
@@ -227,7 +225,6 @@ impl Session {
         tracing::debug!(sid = %self.sid, %reason, "session closed");
         self.closed_notify.notify_waiters();
         self.writable.notify_one();
-        self.pong_notify.notify_waiters();
         if let Some(engine) = self.engine.upgrade() {
             match linger {
                 Some(delay) if tokio::runtime::Handle::try_current().is_ok() => {
@@ -264,9 +261,12 @@ impl Session {
     }
 
     pub(crate) fn on_pong(&self) {
-        self.state.lock().unwrap().pong_deadline = None;
-        self.pongs.fetch_add(1, Ordering::AcqRel);
-        self.pong_notify.notify_waiters();
+        let interval = self.engine.upgrade().map(|e| e.config.ping_interval).unwrap_or_default();
+        let mut st = self.state.lock().unwrap();
+        if st.pong_deadline.take().is_some() {
+            // The next ping comes one interval after the pong, as in the reference server.
+            st.next_ping = tokio::time::Instant::now() + interval;
+        }
     }
 
     /// Stores the upper layer's state for this session (only the first call counts).
@@ -279,50 +279,52 @@ impl Session {
         self.upper.get().cloned().and_then(|a| a.downcast::<T>().ok())
     }
 
-    /// Sends pings every `ping_interval` and closes the session when a pong does not
-    /// come back within `ping_timeout`. Times are computed from the schedule, not from
-    /// when a timer happened to fire, so a session is never kept past its deadline.
+    /// Runs the heartbeat for as long as the session lives (polling sessions; a
+    /// WebSocket session's own task calls `heartbeat_step` instead).
     pub(crate) async fn heartbeat(self: Arc<Self>) {
-        let Some((interval, timeout)) =
-            self.engine.upgrade().map(|e| (e.config.ping_interval, e.config.ping_timeout))
-        else {
-            return;
-        };
-        let mut next_ping = tokio::time::Instant::now() + interval;
-        loop {
+        while let Some(wake) = self.heartbeat_step() {
+            if self.transport() == TransportKind::WebSocket {
+                return; // upgraded: the WebSocket task runs the heartbeat now
+            }
             tokio::select! {
-                _ = tokio::time::sleep_until(next_ping) => {}
+                _ = tokio::time::sleep_until(wake) => {}
                 _ = self.closed() => return,
             }
-            let before = self.pongs.load(Ordering::Acquire);
-            let deadline = next_ping + timeout;
-            self.state.lock().unwrap().pong_deadline = Some(deadline);
-            if self.send(OutPacket::control(PacketType::Ping)).is_err() {
-                return;
+        }
+    }
+
+    /// Does what the heartbeat owes now: sends the ping that is due (the client then has
+    /// `ping_timeout` to answer), or closes the session whose client missed its pong.
+    /// Times follow the schedule, not when a timer happened to fire, so a session is
+    /// never kept past its deadline. Returns when to call again (None: session closed).
+    pub(crate) fn heartbeat_step(&self) -> Option<tokio::time::Instant> {
+        let timeout = self.engine.upgrade().map(|e| e.config.ping_timeout)?;
+        let now = tokio::time::Instant::now();
+        let send_ping = {
+            let mut st = self.state.lock().unwrap();
+            if st.closed.is_some() {
+                return None;
             }
-            loop {
-                let notified = self.pong_notify.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if self.is_closed() {
-                    return;
+            match st.pong_deadline {
+                Some(deadline) if now >= deadline => None,
+                Some(deadline) => return Some(deadline),
+                None if now >= st.next_ping => {
+                    let deadline = st.next_ping + timeout;
+                    st.pong_deadline = Some(deadline);
+                    Some(deadline)
                 }
-                if self.pongs.load(Ordering::Acquire) > before {
-                    break;
-                }
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep_until(deadline) => {
-                        if self.pongs.load(Ordering::Acquire) == before {
-                            self.close(CloseReason::PingTimeout);
-                            return;
-                        }
-                        break;
-                    }
-                }
+                None => return Some(st.next_ping),
             }
-            // The next ping comes one interval after the pong, as in the reference server.
-            next_ping = tokio::time::Instant::now() + interval;
+        };
+        match send_ping {
+            Some(deadline) => {
+                self.send(OutPacket::control(PacketType::Ping)).ok()?;
+                Some(deadline)
+            }
+            None => {
+                self.close(CloseReason::PingTimeout);
+                None
+            }
         }
     }
 

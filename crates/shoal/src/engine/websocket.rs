@@ -62,7 +62,6 @@ pub(crate) fn open<B>(engine: &Arc<EngineShared>, session: Arc<Session>, req: Re
         Box::pin(async move {
             engine2.insert(s.clone());
             engine2.handler.on_open(&s);
-            tokio::spawn(s.clone().heartbeat());
             run(engine2, s, ws).await
         })
     }) {
@@ -97,7 +96,10 @@ pub(crate) fn upgrade<B>(engine: &Arc<EngineShared>, session: Arc<Session>, req:
         Box::pin(async move {
             let timeout = engine2.config.upgrade_timeout;
             match tokio::time::timeout(timeout, probe(&s, ws)).await {
-                Ok(Some(ws)) => run(engine2, s, ws).await,
+                Ok(Some(ws)) => {
+                    // The polling side's heartbeat task ends; this task takes it over.
+                    run(engine2, s, ws).await
+                }
                 Ok(None) => {}
                 Err(_) => {
                     tracing::debug!(sid = %s.sid, "upgrade timed out");
@@ -170,6 +172,13 @@ async fn probe(session: &Arc<Session>, mut ws: Ws) -> Option<Ws> {
     }
 }
 
+async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn to_ws(packet: OutPacket) -> WsMessage {
     match packet {
         OutPacket::Text(b) => match tungstenite::Utf8Bytes::try_from(b) {
@@ -183,6 +192,8 @@ fn to_ws(packet: OutPacket) -> WsMessage {
 /// Reads frames and writes queued packets until the session or the connection ends.
 async fn run(engine: Arc<EngineShared>, session: Arc<Session>, mut ws: Ws) {
     let write_timeout = engine.config.write_timeout;
+    // The heartbeat runs in this task: one task per WebSocket session.
+    let mut wake = session.heartbeat_step();
     loop {
         let notified = session.writable.notified();
         tokio::pin!(notified);
@@ -239,6 +250,7 @@ async fn run(engine: Arc<EngineShared>, session: Arc<Session>, mut ws: Ws) {
                 }
             },
             _ = &mut notified => {}
+            _ = sleep_until_or_never(wake) => wake = session.heartbeat_step(),
         }
     }
 }

@@ -122,6 +122,7 @@ pub(crate) struct ServerConfig {
 
 pub(crate) struct ServerShared {
     pub(crate) config: ServerConfig,
+    connect_deadlines: ConnectDeadlines,
     namespaces: RwLock<HashMap<String, Namespace>>,
     dynamic: RwLock<Vec<(NamespaceMatcher, NamespaceInit)>>,
     engine: OnceLock<Engine>,
@@ -163,6 +164,63 @@ impl ServerShared {
     }
 }
 
+/// Sessions that must join a namespace before a deadline. One task serves them all
+/// (every deadline is the same timeout after a handshake, so they come in order),
+/// instead of a timer per session.
+#[derive(Default)]
+struct ConnectDeadlines {
+    queue: std::sync::Mutex<std::collections::VecDeque<(tokio::time::Instant, Weak<Session>)>>,
+    running: std::sync::atomic::AtomicBool,
+}
+
+impl ConnectDeadlines {
+    fn watch(server: &Arc<ServerShared>, session: &Arc<Session>) {
+        let deadline = tokio::time::Instant::now() + server.config.connect_timeout;
+        server.connect_deadlines.queue.lock().unwrap().push_back((deadline, Arc::downgrade(session)));
+        if !server.connect_deadlines.running.swap(true, Ordering::AcqRel) {
+            tokio::spawn(sweep_connect_deadlines(Arc::downgrade(server)));
+        }
+    }
+}
+
+/// Closes the sessions whose connect deadline passed without a namespace joined.
+async fn sweep_connect_deadlines(server: Weak<ServerShared>) {
+    loop {
+        let next = {
+            let Some(server) = server.upgrade() else { return };
+            let now = tokio::time::Instant::now();
+            let mut expired = Vec::new();
+            let next = {
+                let mut q = server.connect_deadlines.queue.lock().unwrap();
+                while q.front().is_some_and(|(d, _)| *d <= now) {
+                    expired.push(q.pop_front().unwrap().1);
+                }
+                q.front().map(|(d, _)| *d)
+            };
+            for session in expired.iter().filter_map(Weak::upgrade) {
+                let joined = session.upper::<Client>().is_some_and(|c| c.connected_once.load(Ordering::Acquire));
+                if !joined && !session.is_closed() {
+                    tracing::debug!(sid = %session.sid, "no namespace joined within connect timeout");
+                    session.close(CloseReason::ForcedClose);
+                }
+            }
+            next
+        };
+        match next {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => {
+                // Nothing to watch: stop, unless a session arrived meanwhile.
+                let Some(server) = server.upgrade() else { return };
+                let d = &server.connect_deadlines;
+                d.running.store(false, Ordering::Release);
+                if d.queue.lock().unwrap().is_empty() || d.running.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// The engine's view of the Socket.IO layer.
 struct Handler {
     server: Weak<ServerShared>,
@@ -173,18 +231,7 @@ impl EngineHandler for Handler {
         let Some(server) = self.server.upgrade() else { return };
         let client = Arc::new(Client::new(self.server.clone()));
         session.set_upper(client.clone());
-        // A session that joins no namespace in time is closed.
-        let timeout = server.config.connect_timeout;
-        let weak = Arc::downgrade(session);
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            if let Some(session) = weak.upgrade() {
-                if !client.connected_once.load(Ordering::Acquire) && !session.is_closed() {
-                    tracing::debug!(sid = %session.sid, "no namespace joined within connect timeout");
-                    session.close(CloseReason::ForcedClose);
-                }
-            }
-        });
+        ConnectDeadlines::watch(&server, session);
     }
 
     fn on_message(&self, session: &Arc<Session>, message: Message) {
@@ -449,6 +496,7 @@ impl ServerBuilder {
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
             engine: OnceLock::new(),
+            connect_deadlines: ConnectDeadlines::default(),
         });
         let handler = Arc::new(Handler { server: Arc::downgrade(&shared) });
         let _ = shared.engine.set(Engine::new(self.engine, handler));

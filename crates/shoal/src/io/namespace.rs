@@ -3,7 +3,6 @@
 
 use super::broadcast::{BroadcastOperator, RemoteSocket};
 use super::client::Client;
-use super::handshake::Handshake;
 use super::socket::{AckError, EmitError, Socket};
 use super::{run_handler, ServerShared};
 use crate::adapter::{Adapter, AdapterError, RecoveryOptions, Room, SocketId};
@@ -252,13 +251,12 @@ impl Namespace {
                 }
             }
         }
-        let handshake = Handshake::new(&session.handshake, auth);
         let (id, pid): (SocketId, Option<String>) = match (&restored, self.recovery()) {
             (Some(r), _) => (r.session.id.clone(), Some(r.session.pid.clone())),
             (None, Some(_)) => (crate::engine::sid::new_socket_id().into(), Some(crate::engine::sid::new_socket_id())),
             (None, None) => (crate::engine::sid::new_socket_id().into(), None),
         };
-        let socket = Socket::new(id.clone(), self.clone(), session.clone(), Arc::downgrade(&client), handshake, pid.clone(), restored.is_some());
+        let socket = Socket::new(id.clone(), self.clone(), session.clone(), Arc::downgrade(&client), auth, pid.clone(), restored.is_some());
         let skip = restored.is_some() && self.recovery().is_some_and(|r| r.skip_middlewares);
         if !skip {
             let middlewares: Vec<Middleware> = self.0.middlewares.read().unwrap().clone();

@@ -118,7 +118,9 @@ pub(crate) struct SocketShared {
     ns: Namespace,
     session: Arc<Session>,
     client: Weak<Client>,
-    handshake: Handshake,
+    /// Built from the session's request on first use (most sockets never ask).
+    handshake: std::sync::OnceLock<Handshake>,
+    auth: Value,
     handlers: RwLock<HashMap<String, EventHandler>>,
     any_handlers: RwLock<Vec<EventHandler>>,
     disconnecting_handlers: Mutex<Vec<DisconnectHandler>>,
@@ -147,7 +149,7 @@ impl Socket {
         ns: Namespace,
         session: Arc<Session>,
         client: Weak<Client>,
-        handshake: Handshake,
+        auth: Value,
         pid: Option<String>,
         recovered: bool,
     ) -> Socket {
@@ -156,7 +158,8 @@ impl Socket {
             ns,
             session,
             client,
-            handshake,
+            handshake: std::sync::OnceLock::new(),
+            auth,
             handlers: RwLock::new(HashMap::new()),
             any_handlers: RwLock::new(Vec::new()),
             disconnecting_handlers: Mutex::new(Vec::new()),
@@ -176,7 +179,7 @@ impl Socket {
         &self.0.ns
     }
     pub fn handshake(&self) -> &Handshake {
-        &self.0.handshake
+        self.0.handshake.get_or_init(|| Handshake::new(&self.0.session.handshake, self.0.auth.clone()))
     }
     /// The Engine.IO session under this socket (shared by its other namespaces).
     pub fn session(&self) -> &Arc<Session> {
