@@ -242,6 +242,22 @@ impl RedisAdapter {
         wire::opts_to_value(opts, false)
     }
 
+    /// A request from this node: `{uid, type, ...fields}`.
+    fn request(&self, kind: RequestType, fields: Vec<(&str, Value)>) -> Value {
+        let mut pairs = vec![("uid", Value::from(self.uid.as_str())), ("type", Value::from(kind as u8))];
+        pairs.extend(fields);
+        obj(pairs)
+    }
+
+    /// Publishes a room operation to the other nodes (this node applied it already).
+    fn publish_room_op(&self, kind: RequestType, opts: &BroadcastOptions, rooms: &[Room]) {
+        if !opts.flags.local {
+            let rooms = Value::Array(rooms.iter().map(|r| Value::from(r.to_string())).collect());
+            let request = self.request(kind, vec![("opts", Self::opts_json(opts)), ("rooms", rooms)]);
+            self.publish_json(&self.channels.request, &request);
+        }
+    }
+
     // ---- incoming ------------------------------------------------------------------------
 
     fn on_broadcast(&self, channel: &str, payload: &[u8]) {
@@ -674,12 +690,7 @@ impl Adapter for RedisAdapter {
         let request_id = wire::uid();
         let (done, wait) = oneshot::channel();
         self.register(&request_id, Pending::Fetch { sockets: local, due: others, done: Some(done) })?;
-        let request = obj(vec![
-            ("uid", Value::from(self.uid.as_str())),
-            ("requestId", Value::from(request_id.as_str())),
-            ("type", Value::from(RequestType::RemoteFetch as u8)),
-            ("opts", Self::opts_json(&opts)),
-        ]);
+        let request = self.request(RequestType::RemoteFetch, vec![("requestId", Value::from(request_id.as_str())), ("opts", Self::opts_json(&opts))]);
         self.publish_json(&self.channels.request, &request);
         match tokio::time::timeout(self.options.requests_timeout, wait).await {
             Ok(Ok(sockets)) => Ok(sockets),
@@ -695,40 +706,19 @@ impl Adapter for RedisAdapter {
 
     async fn add_sockets(&self, opts: BroadcastOptions, rooms: Vec<Room>) -> Result<(), AdapterError> {
         self.local.add_sockets_local(&opts, &rooms);
-        if !opts.flags.local {
-            let request = obj(vec![
-                ("uid", Value::from(self.uid.as_str())),
-                ("type", Value::from(RequestType::RemoteJoin as u8)),
-                ("opts", Self::opts_json(&opts)),
-                ("rooms", Value::Array(rooms.iter().map(|r| Value::from(r.to_string())).collect())),
-            ]);
-            self.publish_json(&self.channels.request, &request);
-        }
+        self.publish_room_op(RequestType::RemoteJoin, &opts, &rooms);
         Ok(())
     }
 
     async fn del_sockets(&self, opts: BroadcastOptions, rooms: Vec<Room>) -> Result<(), AdapterError> {
         self.local.del_sockets_local(&opts, &rooms);
-        if !opts.flags.local {
-            let request = obj(vec![
-                ("uid", Value::from(self.uid.as_str())),
-                ("type", Value::from(RequestType::RemoteLeave as u8)),
-                ("opts", Self::opts_json(&opts)),
-                ("rooms", Value::Array(rooms.iter().map(|r| Value::from(r.to_string())).collect())),
-            ]);
-            self.publish_json(&self.channels.request, &request);
-        }
+        self.publish_room_op(RequestType::RemoteLeave, &opts, &rooms);
         Ok(())
     }
 
     async fn disconnect_sockets(&self, opts: BroadcastOptions, close: bool) -> Result<(), AdapterError> {
         if !opts.flags.local {
-            let request = obj(vec![
-                ("uid", Value::from(self.uid.as_str())),
-                ("type", Value::from(RequestType::RemoteDisconnect as u8)),
-                ("opts", Self::opts_json(&opts)),
-                ("close", Value::Bool(close)),
-            ]);
+            let request = self.request(RequestType::RemoteDisconnect, vec![("opts", Self::opts_json(&opts)), ("close", Value::Bool(close))]);
             self.publish_json(&self.channels.request, &request);
         }
         self.local.disconnect_local(&opts, close);
@@ -739,11 +729,7 @@ impl Adapter for RedisAdapter {
         let mut data = vec![Value::from(event)];
         data.extend(args);
         let Some(timeout) = timeout else {
-            let request = obj(vec![
-                ("uid", Value::from(self.uid.as_str())),
-                ("type", Value::from(RequestType::ServerSideEmit as u8)),
-                ("data", Value::Array(data)),
-            ]);
+            let request = self.request(RequestType::ServerSideEmit, vec![("data", Value::Array(data))]);
             self.publish_json(&self.channels.request, &request);
             return Ok(vec![]);
         };
@@ -754,12 +740,7 @@ impl Adapter for RedisAdapter {
         let request_id = wire::uid();
         let (done, wait) = oneshot::channel();
         self.register(&request_id, Pending::ServerSide { responses: vec![], due: others, done: Some(done) })?;
-        let request = obj(vec![
-            ("uid", Value::from(self.uid.as_str())),
-            ("requestId", Value::from(request_id.as_str())),
-            ("type", Value::from(RequestType::ServerSideEmit as u8)),
-            ("data", Value::Array(data)),
-        ]);
+        let request = self.request(RequestType::ServerSideEmit, vec![("requestId", Value::from(request_id.as_str())), ("data", Value::Array(data))]);
         self.publish_json(&self.channels.request, &request);
         match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(responses)) => Ok(responses),
