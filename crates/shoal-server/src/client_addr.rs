@@ -8,8 +8,8 @@
 use http::HeaderMap;
 use std::net::{IpAddr, SocketAddr};
 
-/// Set by a node on every request it forwards: its own id. A marked request is never
-/// forwarded again, so forwarding cannot loop.
+/// Set by a node on every request it forwards: `<its id> <cluster secret>`. A marked
+/// request is never forwarded again, so forwarding cannot loop.
 pub const FORWARDED_BY: &str = "x-shoal-forwarded";
 /// Set by a forwarding node: the client address it worked out (`ip:port`).
 pub const FORWARDED_CLIENT: &str = "x-shoal-client";
@@ -42,10 +42,6 @@ impl TrustedProxies {
             nets.push((ip, bits));
         }
         Ok(TrustedProxies { nets })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nets.is_empty()
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -99,6 +95,14 @@ pub fn resolve(peer: SocketAddr, headers: &HeaderMap, trusted: impl Fn(IpAddr) -
         }
     }
     client
+}
+
+/// True if the request was forwarded by a node of the cluster whose secret is `secret`.
+pub fn from_cluster_peer(headers: &HeaderMap, secret: &str) -> bool {
+    let Some(mark) = headers.get(FORWARDED_BY).and_then(|v| v.to_str().ok()) else { return false };
+    let Some((_node, given)) = mark.split_once(' ') else { return false };
+    // Constant time, so the secret cannot be guessed byte by byte.
+    given.len() == secret.len() && given.bytes().zip(secret.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 /// The address a forwarding node vouches for, if the request carries one.

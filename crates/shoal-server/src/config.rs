@@ -65,6 +65,28 @@ pub struct Config {
     #[arg(long, env = "SHOAL_REQUESTS_TIMEOUT", default_value_t = 5000)]
     pub requests_timeout: u64,
 
+    /// Address (host:port) the other nodes use to reach this one, registered in Redis.
+    /// Default: --listen, with an unspecified IP (0.0.0.0, ::) replaced by this
+    /// machine's outgoing address.
+    #[arg(long, env = "SHOAL_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Proxies and balancers (addresses or CIDRs, comma-separated) whose
+    /// X-Forwarded-For, Forwarded and PROXY protocol headers give the client's address.
+    /// Unset: those headers are ignored and the client is the TCP peer.
+    #[arg(long, env = "SHOAL_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// Accept a PROXY protocol header (v1 or v2) at the start of each connection on
+    /// --listen (from trusted proxies only; connections without one still work).
+    #[arg(long, env = "SHOAL_PROXY_PROTOCOL", default_value_t = false)]
+    pub proxy_protocol: bool,
+
+    /// Milliseconds this node's cluster registration lives without renewal (renewed every
+    /// quarter of it); a node that dies drops out of the others' view after this long.
+    #[arg(long, env = "SHOAL_MEMBERSHIP_TTL", default_value_t = 10_000)]
+    pub membership_ttl: u64,
+
     /// Log filter, e.g. `info`, `debug`, `shoal=debug,info`.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,

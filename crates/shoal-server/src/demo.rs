@@ -1,5 +1,13 @@
 //! The chat demo: a page at `/` that uses the official socket.io-client, and the server
 //! side of it on the main namespace. Every message is broadcast to everyone.
+//!
+//! A few more events on the same namespace let a script check a cluster behind a load
+//! balancer (tests/js/lb-*.test.mjs use them), each answering with an ack:
+//! - `whoami` → `{address, node}`: the client's `handshake.address` and the owner node;
+//! - `echo` (any args) → the same args;
+//! - `join` (room) → `true`; a socket may be in a few rooms only;
+//! - `room message` (room, payload) → `true`, and `room message` (room, payload) to
+//!   everyone in that room, across the cluster.
 
 use shoal::{Event, Server, Socket, Value};
 
@@ -8,6 +16,9 @@ pub const CLIENT_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/socket.io
 
 const MAX_NAME: usize = 32;
 const MAX_TEXT: usize = 1000;
+
+const MAX_ROOM: usize = 64;
+const MAX_ROOMS_PER_SOCKET: usize = 8;
 
 pub fn install(io: &Server) {
     let io2 = io.clone();
@@ -27,6 +38,7 @@ pub fn install(io: &Server) {
                 let msg = serde_json_object(&name, &text);
                 let _ = socket.ns().emit("chat message", msg);
             });
+            install_checks(&socket, &io);
             let io = io.clone();
             socket.on_disconnect(move |_socket, _reason| {
                 let io = io.clone();
@@ -35,6 +47,35 @@ pub fn install(io: &Server) {
                 }
             });
         }
+    });
+}
+
+/// The events of the load-balancer checks (see the module docs).
+fn install_checks(socket: &Socket, io: &Server) {
+    let node = io.engine().config().node_id.clone();
+    socket.on("whoami", move |socket: Socket, ev: Event| {
+        let node = node.clone();
+        async move {
+            let me = [("address".to_owned(), Value::from(socket.handshake().address.as_str())), ("node".to_owned(), Value::from(node.as_str()))];
+            ev.ack(Value::Object(me.into_iter().collect()));
+        }
+    });
+    socket.on("echo", |_socket: Socket, ev: Event| async move {
+        ev.ack(ev.args.clone());
+    });
+    socket.on("join", |socket: Socket, ev: Event| async move {
+        let Some(room) = ev.arg(0).as_str().filter(|r| !r.is_empty() && r.len() <= MAX_ROOM) else { return };
+        if socket.rooms().len() > MAX_ROOMS_PER_SOCKET {
+            ev.ack(false);
+            return;
+        }
+        socket.join(room.to_owned());
+        ev.ack(true);
+    });
+    socket.on("room message", |socket: Socket, ev: Event| async move {
+        let Some(room) = ev.arg(0).as_str().filter(|r| !r.is_empty() && r.len() <= MAX_ROOM) else { return };
+        let _ = socket.ns().to(room.to_owned()).emit("room message", (room, ev.arg(1).clone()));
+        ev.ack(true);
     });
 }
 

@@ -2,14 +2,18 @@
 //! and shuts down cleanly on SIGTERM/SIGINT: new sessions are refused and every client
 //! is disconnected with a transport close, so it reconnects (elsewhere, in a cluster).
 
+mod client_addr;
+mod cluster;
 mod config;
 mod demo;
+mod forward;
 mod routes;
 
 use clap::Parser;
 use config::Config;
 use shoal::engine::{Cors, Transports};
 use shoal::Server;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::main]
@@ -54,6 +58,7 @@ async fn run(config: Config) -> Result<(), String> {
         builder = builder.adapter(shoal::adapter::redis::factory(link, options));
         tracing::info!(%url, key = %config.redis_key, "clustering through Redis");
     }
+    let trusted = client_addr::TrustedProxies::parse(&config.trusted_proxies).map_err(|e| format!("--trusted-proxies: {e}"))?;
     let io = builder.build();
     demo::install(&io);
 
@@ -61,9 +66,27 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let node_id = io.engine().config().node_id.to_string();
+
+    // In a cluster: register (refusing a clashing id) and forward foreign sessions' requests.
+    let (cluster, forwarder) = match &config.redis {
+        Some(url) => {
+            let advertise = config.advertise.clone().unwrap_or_else(|| cluster::default_advertise(local));
+            let ttl = Duration::from_millis(config.membership_ttl.max(1000));
+            let cluster = cluster::Cluster::join(url, &config.redis_key, &node_id, &advertise, ttl).await?;
+            // A forwarded long-polling GET is answered within a ping interval.
+            let polling_timeout = Duration::from_millis(config.ping_interval + config.ping_timeout) + Duration::from_secs(5);
+            let forwarder = forward::Forwarder::new(&node_id, cluster.clone(), polling_timeout);
+            (Some(cluster), Some(forwarder))
+        }
+        None => (None, None),
+    };
     tracing::info!(
-        node = %io.engine().config().node_id,
+        node = %node_id,
         path = %io.engine().config().path,
+        advertise = cluster.as_ref().map(|c| c.advertise()).unwrap_or("-"),
+        proxy_protocol = config.proxy_protocol,
+        trusted_proxies = ?config.trusted_proxies,
         "listening on http://{local} (chat demo at /)"
     );
 
@@ -74,8 +97,18 @@ async fn run(config: Config) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
         }
     };
-    let routes = routes::Routes { io: io.clone() };
-    shoal::serve(listener, routes, shutdown).await.map_err(|e| e.to_string())?;
+    let front = Arc::new(routes::Front::new(trusted.clone(), cluster.clone(), forwarder));
+    let routes = routes::Routes { io: io.clone(), front };
+    let options = shoal::ServeOptions {
+        proxy_protocol: config.proxy_protocol,
+        trust_proxy: Some(Arc::new(move |ip| trusted.contains(ip))),
+        ..Default::default()
+    };
+    shoal::serve_with(listener, routes, shutdown, options).await.map_err(|e| e.to_string())?;
+    // Leave first, so peers stop forwarding here; then close the sessions.
+    if let Some(cluster) = &cluster {
+        cluster.leave().await;
+    }
     let sessions = io.session_count();
     io.close().await;
     // Give the close frames and the last polling answers a moment to leave.

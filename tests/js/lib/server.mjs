@@ -2,6 +2,7 @@
 //
 // `startTestapp()` spawns `target/release/examples/testapp` (the Socket.IO test app of
 // crates/shoal/examples/testapp.rs) and resolves once it printed `LISTENING <port>`.
+// `startNodePeer()` spawns the Node.js Socket.IO server of peers/node-server.mjs the same way.
 // `startShoal()` spawns the `shoal` node binary (demo page) and resolves once its port
 // accepts TCP connections. Both return a handle whose `stop()` sends SIGTERM, waits for
 // the exit, and falls back to SIGKILL.
@@ -22,6 +23,7 @@ const TARGET_DIR = process.env.CARGO_TARGET_DIR
 export const TESTAPP_BIN =
   process.env.SHOAL_TESTAPP ?? path.join(TARGET_DIR, "release", "examples", "testapp");
 export const SHOAL_BIN = process.env.SHOAL_BIN ?? path.join(TARGET_DIR, "release", "shoal");
+const NODE_PEER_SCRIPT = path.join(REPO_ROOT, "tests", "js", "peers", "node-server.mjs");
 
 const READY_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 5_000;
@@ -109,7 +111,8 @@ class ServerProcess {
 /**
  * Spawns the Socket.IO test app.
  * options: { port (default 0 = pick one), transports: "polling,websocket", maxPayload,
- *            pingInterval, pingTimeout, connectTimeout, extraArgs: string[] }
+ *            pingInterval, pingTimeout, connectTimeout, extraArgs: string[],
+ *            redis: "redis://127.0.0.1:PORT" (join a cluster), nodeId, requestsTimeout (ms) }
  * Returns { port, url, proc, stop(), kill() }.
  */
 export async function startTestapp(options = {}) {
@@ -120,19 +123,37 @@ export async function startTestapp(options = {}) {
   if (options.pingInterval != null) args.push("--ping-interval", String(options.pingInterval));
   if (options.pingTimeout != null) args.push("--ping-timeout", String(options.pingTimeout));
   if (options.connectTimeout != null) args.push("--connect-timeout", String(options.connectTimeout));
+  if (options.redis) args.push("--redis", options.redis);
+  if (options.nodeId) args.push("--node-id", options.nodeId);
+  if (options.requestsTimeout != null) args.push("--requests-timeout", String(options.requestsTimeout));
   if (options.extraArgs) args.push(...options.extraArgs);
+  return startListening(options.nodeId ? `testapp ${options.nodeId}` : "testapp", TESTAPP_BIN, args, options.port);
+}
 
+/**
+ * Spawns the Node.js Socket.IO peer of tests/js/peers/node-server.mjs (socket.io with the
+ * official Redis adapter, the same event contract as the test app) with this Node binary.
+ * options: { port (default 0), redis (URL, required), nodeId, requestsTimeout }
+ */
+export async function startNodePeer(options = {}) {
+  const args = [NODE_PEER_SCRIPT, "--port", String(options.port ?? 0), "--redis", options.redis];
+  if (options.nodeId) args.push("--node-id", options.nodeId);
+  if (options.requestsTimeout != null) args.push("--requests-timeout", String(options.requestsTimeout));
+  return startListening(`node peer ${options.nodeId ?? ""}`.trim(), process.execPath, args, options.port);
+}
+
+async function startListening(name, bin, args, fixedPort) {
   // A fixed port may still be held for a moment by the previous process (restart test):
   // retry the spawn a few times in that case.
-  const attempts = options.port ? 10 : 1;
+  const attempts = fixedPort ? 10 : 1;
   let lastError;
   for (let i = 0; i < attempts; i++) {
-    const proc = new ServerProcess("testapp", TESTAPP_BIN, args);
+    const proc = new ServerProcess(name, bin, args);
     try {
       const port = await waitForListeningLine(proc);
-      if (options.port && port !== options.port) {
+      if (fixedPort && port !== fixedPort) {
         await proc.stop();
-        throw proc.failure(`asked for port ${options.port} but it printed LISTENING ${port}`);
+        throw proc.failure(`asked for port ${fixedPort} but it printed LISTENING ${port}`);
       }
       return handle(proc, port);
     } catch (err) {
