@@ -87,6 +87,12 @@ pub struct Config {
     #[arg(long, env = "SHOAL_MEMBERSHIP_TTL", default_value_t = 10_000)]
     pub membership_ttl: u64,
 
+    /// Connection state recovery: milliseconds a disconnected client can come back and get
+    /// its id, rooms, data and missed events, e.g. 120000. Off (0) by default, as in the
+    /// official server, because stored events carry their offset as an extra last argument.
+    #[arg(long, env = "SHOAL_RECOVERY", default_value_t = 0)]
+    pub recovery: u64,
+
     /// Log filter, e.g. `info`, `debug`, `shoal=debug,info`.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,

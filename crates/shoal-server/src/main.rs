@@ -59,12 +59,16 @@ async fn run(config: Config) -> Result<(), String> {
         tracing::info!(%url, key = %config.redis_key, "clustering through Redis");
     }
     let trusted = client_addr::TrustedProxies::parse(&config.trusted_proxies).map_err(|e| format!("--trusted-proxies: {e}"))?;
+    if config.recovery > 0 {
+        builder = builder.connection_state_recovery(shoal::adapter::RecoveryOptions {
+            max_disconnection_duration: Duration::from_millis(config.recovery),
+            ..Default::default()
+        });
+    }
     let io = builder.build();
     demo::install(&io);
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let listener = listen(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let node_id = io.engine().config().node_id.to_string();
 
@@ -115,4 +119,13 @@ async fn run(config: Config) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     tracing::info!(sessions, "stopped");
     Ok(())
+}
+
+/// A listener with a backlog of 1024 (tokio's `bind` asks for 128, which overflows when
+/// thousands of clients reconnect at once, e.g. after another node went down).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
