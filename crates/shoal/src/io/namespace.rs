@@ -243,9 +243,11 @@ impl Namespace {
     /// and the connection handlers run.
     pub(crate) async fn connect(self, client: Arc<Client>, session: Arc<Session>, auth: Value) {
         let mut restored = None;
+        let mut offset = None;
         if self.recovery().is_some() {
-            if let (Some(pid), Some(offset)) = (auth.get("pid").and_then(Value::as_str), auth.get("offset").and_then(Value::as_str)) {
-                restored = self.adapter().restore_session(pid, offset).await;
+            if let (Some(pid), Some(o)) = (auth.get("pid").and_then(Value::as_str), auth.get("offset").and_then(Value::as_str)) {
+                offset = Some(o.to_owned());
+                restored = self.adapter().restore_session(pid, o).await;
                 if restored.is_none() {
                     tracing::debug!(nsp = %self.name(), pid, "session not recoverable, starting a fresh one");
                 }
@@ -271,28 +273,50 @@ impl Namespace {
         if session.is_closed() {
             return;
         }
-        socket.set_connected();
-        self.adapter().add_all(&id, &[id.clone()]);
-        if let Some(r) = &restored {
-            self.adapter().add_all(&id, &r.session.rooms);
-            socket.set_data(r.session.data.clone());
-            // The missed events go out before the CONNECT answer, as in the official server.
-            for packet in &r.missed {
-                let mut packet = packet.clone();
-                packet.nsp = self.name().to_owned();
-                let _ = socket.send_packet(&packet);
-            }
-        }
-        self.0.sockets.write().unwrap().insert(id.clone(), socket.clone());
-        client.add_socket(self.name(), socket.clone());
         let mut answer = indexmap::IndexMap::new();
         answer.insert("sid".to_owned(), Value::String(id.to_string()));
-        if let Some(pid) = pid {
-            answer.insert("pid".to_owned(), Value::String(pid));
+        if let Some(pid) = &pid {
+            answer.insert("pid".to_owned(), Value::String(pid.clone()));
         }
-        let _ = socket.send_packet(&Packet::connect(self.name(), Some(Value::Object(answer))));
+        let answer = Packet::connect(self.name(), Some(Value::Object(answer)));
+        let recovered = restored.is_some();
+        match restored {
+            None => {
+                socket.set_connected();
+                self.adapter().add_all(&id, &[id.clone()]);
+                self.0.sockets.write().unwrap().insert(id.clone(), socket.clone());
+                client.add_socket(self.name(), socket.clone());
+                let _ = socket.send_packet(&answer);
+            }
+            Some(first) => {
+                // Back in its rooms first, delivering into a buffer; then the missed packets
+                // are computed again, so none recorded in between is lost.
+                socket.start_restoring();
+                self.0.sockets.write().unwrap().insert(id.clone(), socket.clone());
+                client.add_socket(self.name(), socket.clone());
+                let mut rooms = vec![id.clone()];
+                rooms.extend(first.session.rooms.iter().cloned());
+                self.adapter().add_all(&id, &rooms);
+                socket.set_data(first.session.data.clone()); // not connected yet: not written back
+                let (pid, offset) = (first.session.pid.clone(), offset.unwrap_or_default());
+                let missed = match self.adapter().restore_session(&pid, &offset).await {
+                    Some(again) => again.missed,
+                    None => first.missed,
+                };
+                let missed: Vec<Packet> = missed
+                    .into_iter()
+                    .map(|mut p| {
+                        p.nsp = self.name().to_owned();
+                        p
+                    })
+                    .collect();
+                if !socket.finish_restoring(&missed, &answer) {
+                    return; // the connection closed meanwhile
+                }
+            }
+        }
         socket.changed();
-        tracing::debug!(socket = %id, nsp = %self.name(), sid = %session.sid, recovered = restored.is_some(), "socket connected");
+        tracing::debug!(socket = %id, nsp = %self.name(), sid = %session.sid, recovered, "socket connected");
         let handlers: Vec<ConnectionHandler> = self.0.connection_handlers.read().unwrap().clone();
         for h in handlers {
             run_handler(h(socket.clone()));

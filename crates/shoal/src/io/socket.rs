@@ -128,6 +128,13 @@ pub(crate) struct SocketShared {
     acks: Mutex<HashMap<u64, AckWaiter>>,
     data: Mutex<Value>,
     connected: AtomicBool,
+    /// While a recovered socket is being restored: the packets delivered to it meanwhile,
+    /// sent after the replay (those the replay already holds are not sent twice).
+    restoring: Mutex<Option<Vec<Encoded>>>,
+    /// Right after a restore: the packets replayed, so that one also arriving live (it was
+    /// logged before the replay and delivered after) is not sent twice. Cleared by the
+    /// first live packet that is not among them.
+    replayed: Mutex<Option<std::collections::HashSet<bytes::Bytes>>>,
     /// Private session id for connection state recovery (None when recovery is off).
     pid: Option<String>,
     recovered: bool,
@@ -167,6 +174,8 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             data: Mutex::new(Value::Null),
             connected: AtomicBool::new(false),
+            restoring: Mutex::new(None),
+            replayed: Mutex::new(None),
             pid,
             recovered,
         }))
@@ -379,10 +388,66 @@ impl Socket {
     /// Queues an already encoded packet. A volatile packet is dropped when the client
     /// still has unsent data. Returns whether it was queued.
     pub(crate) fn send_encoded(&self, encoded: &Encoded, volatile: bool) -> bool {
-        if !self.connected() || (volatile && self.0.session.buffered_bytes() > 0) {
+        if !self.connected() {
+            let mut restoring = self.0.restoring.lock().unwrap();
+            if let Some(buffer) = restoring.as_mut() {
+                if volatile {
+                    return false;
+                }
+                buffer.push(encoded.clone());
+                return true;
+            }
+            drop(restoring);
+            // Restoring may have just finished.
+            if !self.connected() {
+                return false;
+            }
+        }
+        if volatile && self.0.session.buffered_bytes() > 0 {
             return false;
         }
+        if self.0.recovered {
+            let mut replayed = self.0.replayed.lock().unwrap();
+            if let Some(set) = replayed.as_ref() {
+                if set.contains(&encoded.text) {
+                    return true; // already sent by the replay
+                }
+                *replayed = None;
+            }
+        }
         self.0.session.send_all(encoded.to_out_packets()).is_ok()
+    }
+
+    /// A recovered socket is back in its rooms but not yet connected: packets delivered
+    /// to it wait until `finish_restoring`.
+    pub(crate) fn start_restoring(&self) {
+        *self.0.restoring.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// Sends the missed packets, then what was delivered meanwhile and is not among them,
+    /// then `answer` (the CONNECT answer), and marks the socket connected, all while
+    /// deliveries wait, so nothing is lost, doubled or reordered. False if the socket
+    /// was closed meanwhile.
+    pub(crate) fn finish_restoring(&self, missed: &[Packet], answer: &Packet) -> bool {
+        let mut restoring = self.0.restoring.lock().unwrap();
+        let Some(buffered) = restoring.take() else { return false };
+        let mut replayed = std::collections::HashSet::new();
+        for packet in missed {
+            let encoded = encode(packet);
+            replayed.insert(encoded.text.clone());
+            let _ = self.0.session.send_all(encoded.to_out_packets());
+        }
+        for encoded in buffered {
+            if !replayed.contains(&encoded.text) {
+                let _ = self.0.session.send_all(encoded.to_out_packets());
+            }
+        }
+        let _ = self.0.session.send_all(encode(answer).to_out_packets());
+        if !replayed.is_empty() {
+            *self.0.replayed.lock().unwrap() = Some(replayed);
+        }
+        self.0.connected.store(true, Ordering::Release);
+        true
     }
 
     pub(crate) fn expect_ack_many(&self, id: u64, tx: mpsc::UnboundedSender<Vec<Value>>) {
@@ -431,7 +496,8 @@ impl Socket {
 
     /// Leaves everything and tells the handlers. Runs once.
     pub(crate) fn on_close(&self, reason: DisconnectReason) {
-        if !self.0.connected.swap(false, Ordering::AcqRel) {
+        let was_restoring = self.0.restoring.lock().unwrap().take().is_some();
+        if !self.0.connected.swap(false, Ordering::AcqRel) && !was_restoring {
             return;
         }
         let handlers: Vec<_> = self.0.disconnecting_handlers.lock().unwrap().drain(..).collect();

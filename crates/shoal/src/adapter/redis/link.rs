@@ -1,7 +1,8 @@
 //! A node's link to Redis: one publishing connection (with its own reconnection) fed by
 //! a bounded queue, and one subscribing connection shared by every namespace, which
-//! reconnects with backoff and resubscribes. While Redis is away, publishes are dropped
-//! and counted (local delivery goes on), and the outage is logged once, not per message.
+//! reconnects with backoff and resubscribes. While Redis is away, publishes wait in the
+//! queue and go out, in order, when it is back; only a full queue drops (and counts)
+//! messages. Local delivery goes on, and the outage is logged once, not per message.
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
@@ -23,7 +24,7 @@ pub trait Subscriber: Send + Sync + 'static {
 #[derive(Debug, Default)]
 pub struct LinkStats {
     pub published: AtomicU64,
-    /// Publishes lost because Redis was unreachable or the queue was full.
+    /// Publishes lost because the queue was full (a long outage) or Redis refused them.
     pub dropped: AtomicU64,
     /// Times the subscription connection was lost.
     pub outages: AtomicU64,
@@ -109,7 +110,7 @@ impl RedisLink {
             Err(_) => {
                 let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 if n % 10_000 == 0 {
-                    tracing::warn!(dropped = n + 1, "Redis publish queue full, dropping cluster messages");
+                    tracing::warn!(dropped = n + 1, "Redis publish queue full (Redis away too long), dropping cluster messages");
                 }
                 false
             }
@@ -196,22 +197,32 @@ async fn publisher(mut conn: ConnectionManager, mut rx: mpsc::Receiver<Queued>, 
                 continue;
             }
         };
-        let result: redis::RedisResult<redis::Value> = cmd.query_async(&mut conn).await;
-        match result {
-            Ok(_) => {
-                stats.published.fetch_add(1, Ordering::Relaxed);
-                if failing {
-                    tracing::info!("Redis publishing works again");
-                    failing = false;
+        // While Redis is unreachable the command is retried, and everything behind it
+        // waits in the bounded queue: nothing is lost or reordered unless the queue fills.
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let result: redis::RedisResult<redis::Value> = cmd.query_async(&mut conn).await;
+            match result {
+                Ok(_) => {
+                    stats.published.fetch_add(1, Ordering::Relaxed);
+                    if failing {
+                        tracing::info!("Redis reachable again: sending what queued meanwhile");
+                        failing = false;
+                    }
+                    break;
                 }
-            }
-            Err(e) => {
-                let n = stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if !failing {
-                    tracing::error!(error = %e, "Redis publish failed; cross-node messages are lost until Redis is back (local delivery continues)");
-                    failing = true;
-                } else if n % 1000 == 0 {
-                    tracing::warn!(dropped = n, "Redis still unreachable");
+                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() => {
+                    if !failing {
+                        tracing::error!(error = %e, "Redis unreachable: cluster messages queue until it is back (local delivery continues)");
+                        failing = true;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    let n = stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(error = %e, dropped = n, "Redis refused a command; dropped");
+                    break;
                 }
             }
         }
