@@ -140,49 +140,38 @@ impl RedisLink {
         tokio::time::timeout(timeout, rx).await.is_ok()
     }
 
+    /// Runs a command and waits for its answer. A command that meets a connection the
+    /// server closed (Redis restarted) is tried once more on a fresh one.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, what: &str) -> Result<T, String> {
+        let mut conn = self.manager.clone();
+        match cmd.query_async(&mut conn).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                cmd.query_async(&mut conn).await.map_err(|e| format!("{what} failed: {e}"))
+            }
+            Err(e) => Err(format!("{what} failed: {e}")),
+        }
+    }
+
     /// `GET key`.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        let mut conn = self.manager.clone();
-        redis::cmd("GET").arg(key).query_async(&mut conn).await.map_err(|e| format!("GET failed: {e}"))
+        self.query(redis::cmd("GET").arg(key), "GET").await
     }
 
     /// `XREVRANGE stream end - COUNT n`: entries newest first, each as (id, fields).
     pub async fn xrevrange(&self, stream: &str, end: &str, count: usize) -> Result<Vec<(String, HashMap<String, Vec<u8>>)>, String> {
-        let mut conn = self.manager.clone();
-        redis::cmd("XREVRANGE")
-            .arg(stream)
-            .arg(end)
-            .arg("-")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| format!("XREVRANGE failed: {e}"))
+        self.query(redis::cmd("XREVRANGE").arg(stream).arg(end).arg("-").arg("COUNT").arg(count), "XREVRANGE").await
     }
 
     /// `XRANGE stream start + COUNT n`: entries oldest first, each as (id, fields).
     pub async fn xrange(&self, stream: &str, start: &str, count: usize) -> Result<Vec<(String, HashMap<String, Vec<u8>>)>, String> {
-        let mut conn = self.manager.clone();
-        redis::cmd("XRANGE")
-            .arg(stream)
-            .arg(start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| format!("XRANGE failed: {e}"))
+        self.query(redis::cmd("XRANGE").arg(stream).arg(start).arg("+").arg("COUNT").arg(count), "XRANGE").await
     }
 
     /// `PUBSUB NUMSUB channel`: how many nodes listen on a request channel.
     pub async fn numsub(&self, channel: &str) -> Result<usize, String> {
-        let mut conn = self.manager.clone();
-        let reply: Vec<(String, usize)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| format!("PUBSUB NUMSUB failed: {e}"))?;
+        let reply: Vec<(String, usize)> = self.query(redis::cmd("PUBSUB").arg("NUMSUB").arg(channel), "PUBSUB NUMSUB").await?;
         Ok(reply.first().map(|(_, n)| *n).unwrap_or(0))
     }
 }
