@@ -57,6 +57,10 @@ struct Common {
     /// Exit 2 unless the run looks healthy (all connected, >= 99% delivered/acked).
     #[arg(long, global = true)]
     check: bool,
+    /// Before starting, wait up to this many seconds for the machine to be quiet (other
+    /// processes using under 30% of a core), so that they do not skew the figures.
+    #[arg(long, default_value_t = 0.0, global = true)]
+    wait_quiet: f64,
     /// Hard limit on the whole run.
     #[arg(long, default_value_t = 240, global = true)]
     max_secs: u64,
@@ -379,7 +383,22 @@ fn cpu_pct(cpu_s: f64, secs: f64) -> f64 {
     }
 }
 
+/// Waits (at most `secs`) until the whole machine is busy under 30% of a core over 1 s;
+/// returns the seconds waited and the last busy figure.
+async fn wait_quiet(secs: f64) -> (f64, f64) {
+    let t0 = Instant::now();
+    loop {
+        let a = procfs::machine_ticks();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let busy = procfs::busy_pct_core(a, procfs::machine_ticks());
+        if busy < 30.0 || t0.elapsed().as_secs_f64() >= secs {
+            return (round3(t0.elapsed().as_secs_f64()), busy);
+        }
+    }
+}
+
 async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
+    let quiet = if c.wait_quiet > 0.0 { Some(wait_quiet(c.wait_quiet).await) } else { None };
     let base = procfs::sample(c.server_pid);
     let self_cpu0 = procfs::self_cpu_secs();
     let sampler = Sampler::start(c.server_pid);
@@ -388,6 +407,11 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
         "server_before": {"rss_kib": base.rss_kib, "cpu_s": round3(base.cpu_s)},
         "started_us": stats::now_us(),
     });
+    if let Some((waited, busy)) = quiet {
+        out["machine_before"] = json!({"quiet_wait_s": waited, "busy_pct_core": busy});
+    }
+    // The whole machine over the measured window: what else ran beside server and loadgen.
+    let mut machine0 = procfs::machine_ticks();
     match cmd {
         Cmd::Idle { clients, settle } => {
             out["scenario"] = json!("idle");
@@ -428,6 +452,7 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
             publisher.publish(rate, warmup, false, payload).await.map_err(|e| e.to_string())?;
             w.tell("MARK").await;
             let s0 = procfs::sample(c.server_pid);
+            machine0 = procfs::machine_ticks();
             let me0 = procfs::self_cpu_secs();
             let t0 = Instant::now();
             let sent = publisher.publish(rate, duration, true, payload).await.map_err(|e| e.to_string())?;
@@ -465,6 +490,7 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
             tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
             w.tell("MARK").await;
             let s0 = procfs::sample(c.server_pid);
+            machine0 = procfs::machine_ticks();
             let t0 = Instant::now();
             tokio::time::sleep(Duration::from_secs_f64(duration)).await;
             let window = t0.elapsed().as_secs_f64();
@@ -517,6 +543,9 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
         }
         Cmd::Worker { .. } => unreachable!("handled in main"),
     }
+    let busy = procfs::busy_pct_core(machine0, procfs::machine_ticks());
+    let accounted = out["server"]["cpu_pct_core"].as_f64().unwrap_or(0.0) + out["loadgen"]["cpu_pct_core"].as_f64().unwrap_or(0.0);
+    out["machine"] = json!({"busy_pct_core": busy, "other_pct_core": if accounted > 0.0 { ((busy - accounted).max(0.0) * 10.0).round() / 10.0 } else { busy }});
     let series = sampler.stop();
     if let Some(max) = series.as_array().and_then(|a| a.iter().filter_map(|s| s["rss_kib"].as_u64()).max()) {
         out["server_rss_max_kib"] = json!(max);

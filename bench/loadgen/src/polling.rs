@@ -1,5 +1,7 @@
 //! A Socket.IO v4 client over HTTP long-polling only (Engine.IO 4): one keep-alive
-//! connection for the pending GET, one for POSTs, as a browser would use.
+//! connection for the pending GET, one for POSTs, as a browser would use. A server may
+//! close a connection after each answer (Node behind @socket.io/sticky answers with
+//! `Connection: close`); then the next request opens a new one.
 
 use crate::ws::{io_err, tcp_connect};
 use bytes::Bytes;
@@ -8,15 +10,20 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+type Sender = SendRequest<Full<Bytes>>;
 
 pub struct PollClient {
-    get: SendRequest<Full<Bytes>>,
-    post: SendRequest<Full<Bytes>>,
+    server: SocketAddr,
+    src: Ipv4Addr,
+    get: Option<Sender>,
+    post: Option<Sender>,
     host: String,
     uri: String,
 }
 
-async fn http_conn(server: SocketAddr, src: Ipv4Addr) -> io::Result<SendRequest<Full<Bytes>>> {
+async fn http_conn(server: SocketAddr, src: Ipv4Addr) -> io::Result<Sender> {
     let stream = tcp_connect(server, Some(src), None).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| io_err(e.to_string()))?;
     tokio::spawn(async move {
@@ -25,8 +32,16 @@ async fn http_conn(server: SocketAddr, src: Ipv4Addr) -> io::Result<SendRequest<
     Ok(sender)
 }
 
-async fn request(sender: &mut SendRequest<Full<Bytes>>, method: &str, uri: &str, host: &str, body: Bytes) -> io::Result<Bytes> {
-    sender.ready().await.map_err(|e| io_err(e.to_string()))?;
+/// One request on `slot`'s connection, opening a new one if there is none or it closed.
+async fn request(slot: &mut Option<Sender>, server: SocketAddr, src: Ipv4Addr, method: &str, uri: &str, host: &str, body: Bytes) -> io::Result<Bytes> {
+    let reusable = match slot.as_mut() {
+        Some(s) => !s.is_closed() && s.ready().await.is_ok(),
+        None => false,
+    };
+    if !reusable {
+        *slot = Some(http_conn(server, src).await?);
+    }
+    let sender = slot.as_mut().expect("connection just opened");
     let req = http::Request::builder()
         .method(method)
         .uri(uri)
@@ -46,8 +61,8 @@ async fn request(sender: &mut SendRequest<Full<Bytes>>, method: &str, uri: &str,
 impl PollClient {
     /// Engine.IO open over polling, then the Socket.IO CONNECT to `/` and its answer.
     pub async fn connect(server: SocketAddr, src: Ipv4Addr, host: &str, path: &str) -> io::Result<PollClient> {
-        let mut get = http_conn(server, src).await?;
-        let open = request(&mut get, "GET", &format!("{path}?EIO=4&transport=polling"), host, Bytes::new()).await?;
+        let mut get = None;
+        let open = request(&mut get, server, src, "GET", &format!("{path}?EIO=4&transport=polling"), host, Bytes::new()).await?;
         let text = String::from_utf8_lossy(&open);
         let sid = text
             .split("\"sid\":\"")
@@ -55,9 +70,20 @@ impl PollClient {
             .and_then(|r| r.split('"').next())
             .ok_or_else(|| io_err(format!("no sid in open packet: {text}")))?
             .to_owned();
-        let post = http_conn(server, src).await?;
-        let mut c = PollClient { get, post, host: host.to_owned(), uri: format!("{path}?EIO=4&transport=polling&sid={sid}") };
-        c.post(Bytes::from_static(b"40")).await?;
+        let mut c = PollClient { server, src, get, post: None, host: host.to_owned(), uri: format!("{path}?EIO=4&transport=polling&sid={sid}") };
+        // Behind @socket.io/sticky a POST on a new connection can outrun the worker's
+        // "new sid" message to the primary and get "Session ID unknown": retry a little.
+        let mut tries = 0;
+        loop {
+            match c.post(Bytes::from_static(b"40")).await {
+                Ok(()) => break,
+                Err(e) if tries < 20 && e.to_string().contains("Session ID unknown") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         for _ in 0..5 {
             let body = c.poll().await?;
             for p in body.split(|&b| b == 0x1e) {
@@ -73,11 +99,11 @@ impl PollClient {
     }
 
     pub async fn post(&mut self, body: Bytes) -> io::Result<()> {
-        request(&mut self.post, "POST", &self.uri, &self.host, body).await.map(|_| ())
+        request(&mut self.post, self.server, self.src, "POST", &self.uri, &self.host, body).await.map(|_| ())
     }
 
     /// One long-poll GET: the packets the server had or got while it waited.
     pub async fn poll(&mut self) -> io::Result<Bytes> {
-        request(&mut self.get, "GET", &self.uri, &self.host, Bytes::new()).await
+        request(&mut self.get, self.server, self.src, "GET", &self.uri, &self.host, Bytes::new()).await
     }
 }

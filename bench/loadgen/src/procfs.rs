@@ -75,3 +75,25 @@ pub fn sample(pid: Option<i32>) -> Sample {
     }
     s
 }
+
+/// Busy and total jiffies of the whole machine (first line of /proc/stat).
+pub fn machine_ticks() -> (u64, u64) {
+    let text = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = text.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total)
+}
+
+pub fn cores() -> f64 {
+    std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0)
+}
+
+/// The machine's busy time between two `machine_ticks`, in % of one core.
+pub fn busy_pct_core(a: (u64, u64), b: (u64, u64)) -> f64 {
+    let (busy, total) = (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1));
+    if total == 0 {
+        return 0.0;
+    }
+    (busy as f64 / total as f64 * cores() * 1000.0).round() / 10.0
+}

@@ -128,6 +128,8 @@ where
             } else {
                 (Prefixed::new(Vec::new(), stream), peer)
             };
+            let mut stream = stream;
+            stream.slot = Some(open);
             let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                 req.extensions_mut().insert(PeerAddr(peer));
                 let mut service = service.clone();
@@ -141,7 +143,6 @@ where
             if let Err(e) = conn.await {
                 tracing::trace!(%peer, error = %e, "connection ended with an error");
             }
-            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -256,16 +257,38 @@ async fn read_proxy_header(mut stream: TcpStream) -> io::Result<(Prefixed, Optio
     }
 }
 
-/// A TCP stream with bytes already read from it put back in front.
-struct Prefixed {
+/// A TCP stream with bytes already read from it put back in front. It also holds the
+/// connection's place under `max_connections` until it is dropped, so connections that
+/// upgraded to WebSocket still count.
+pub(crate) struct Prefixed {
     prefix: Vec<u8>,
     at: usize,
     stream: TcpStream,
+    slot: Option<Arc<AtomicUsize>>,
 }
 
 impl Prefixed {
     fn new(prefix: Vec<u8>, stream: TcpStream) -> Prefixed {
-        Prefixed { prefix, at: 0, stream }
+        Prefixed { prefix, at: 0, stream, slot: None }
+    }
+
+    /// Puts bytes read ahead (e.g. by the HTTP parser, past an upgrade) back in front.
+    pub(crate) fn unread(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut prefix = bytes.to_vec();
+        prefix.extend_from_slice(&self.prefix[self.at..]);
+        self.prefix = prefix;
+        self.at = 0;
+    }
+}
+
+impl Drop for Prefixed {
+    fn drop(&mut self) {
+        if let Some(open) = &self.slot {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -38,7 +38,12 @@ fn main() -> std::io::Result<()> {
                 ev.ack(ev.args.clone());
             });
         });
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        // A listen backlog of 1024 for both Rust servers (tokio's `bind` gives 128, which
+        // overflows under the load generator's 256 connects in flight; Node uses 511).
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(([127, 0, 0, 1], port).into())?;
+        let listener = socket.listen(1024)?;
         println!("LISTENING {}", listener.local_addr()?.port());
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");

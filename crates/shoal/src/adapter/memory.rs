@@ -41,15 +41,8 @@ impl MemoryAdapter {
     pub fn deliver_local(&self, packet: &Packet, opts: &BroadcastOptions) -> usize {
         let Some(ns) = self.ns.upgrade() else { return 0 };
         let encoded = encode(packet);
-        let mut sent = 0;
-        for id in self.rooms.matching(opts) {
-            if let Some(socket) = ns.local_socket(&id) {
-                if socket.send_encoded(&encoded, opts.flags.volatile) {
-                    sent += 1;
-                }
-            }
-        }
-        sent
+        let recipients = ns.local_sockets_of(&self.rooms.matching(opts));
+        recipients.iter().filter(|socket| socket.send_encoded(&encoded, opts.flags.volatile)).count()
     }
 
     /// Sends a packet that expects acks to the matching local sockets. Returns how many

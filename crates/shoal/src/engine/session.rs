@@ -108,6 +108,8 @@ pub struct Session {
     /// Wakes every task of the session when it closes.
     pub(crate) closed_notify: Notify,
     pub(crate) engine: Weak<EngineShared>,
+    /// The engine's `max_buffered_bytes`, kept here: it is read on every send.
+    max_buffered_bytes: usize,
     /// The upper layer's per-session state (the Socket.IO client of this session).
     upper: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
@@ -142,6 +144,7 @@ impl Session {
             }),
             writable: Notify::new(),
             closed_notify: Notify::new(),
+            max_buffered_bytes: engine.upgrade().map(|e| e.config.max_buffered_bytes).unwrap_or(usize::MAX),
             engine,
             upper: OnceLock::new(),
         }
@@ -159,8 +162,7 @@ impl Session {
                 st.outbox_bytes += p.len();
                 st.outbox.push_back(p);
             }
-            let limit = self.engine.upgrade().map(|e| e.config.max_buffered_bytes).unwrap_or(usize::MAX);
-            st.outbox_bytes > limit
+            st.outbox_bytes > self.max_buffered_bytes
         };
         if overflow {
             tracing::warn!(sid = %self.sid, "outbound queue over its limit, closing the slow client");

@@ -18,7 +18,24 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// The byte stream under a WebSocket: the TCP stream itself when shoal's own listener
+/// served the request (so hyper's 8 KiB read buffer is released), or hyper's upgraded
+/// connection when the engine is mounted elsewhere.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+type Ws = WebSocketStream<Box<dyn Io>>;
+
+fn unwrap_upgraded(upgraded: hyper::upgrade::Upgraded) -> Box<dyn Io> {
+    match upgraded.downcast::<TokioIo<crate::serve::Prefixed>>() {
+        Ok(parts) => {
+            let mut stream = parts.io.into_inner();
+            stream.unread(&parts.read_buf);
+            Box::new(stream)
+        }
+        Err(upgraded) => Box::new(TokioIo::new(upgraded)),
+    }
+}
 
 /// Answers the HTTP upgrade and, once upgraded, runs the connection for `session`.
 fn accept<B>(engine: &Arc<EngineShared>, req: Request<B>, run: impl FnOnce(Ws) -> futures_util::future::BoxFuture<'static, ()> + Send + 'static) -> Result<Response<ResponseBody>, Response<ResponseBody>> {
@@ -33,13 +50,14 @@ fn accept<B>(engine: &Arc<EngineShared>, req: Request<B>, run: impl FnOnce(Ws) -
     let config = WebSocketConfig::default()
         .max_message_size(Some(engine.config.max_payload))
         .max_frame_size(Some(engine.config.max_payload))
-        .read_buffer_size(4096)
+        // Grows for big messages; small up front, since most sessions are idle.
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(engine.config.max_buffered_bytes.max(1 << 20));
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                let ws = WebSocketStream::from_raw_socket(unwrap_upgraded(upgraded), Role::Server, Some(config)).await;
                 run(ws).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),

@@ -222,6 +222,12 @@ impl Namespace {
     pub fn local_socket(&self, id: &str) -> Option<Socket> {
         self.0.sockets.read().unwrap().get(id).cloned()
     }
+    /// The local sockets of these ids (one lock for all of them).
+    pub(crate) fn local_sockets_of(&self, ids: &[SocketId]) -> Vec<Socket> {
+        let map = self.0.sockets.read().unwrap();
+        ids.iter().filter_map(|id| map.get(id).cloned()).collect()
+    }
+
     /// Sockets connected to this node.
     pub fn local_sockets(&self) -> Vec<Socket> {
         self.0.sockets.read().unwrap().values().cloned().collect()
