@@ -72,4 +72,10 @@ if [ "${#js_tests[@]}" -eq 0 ]; then
 fi
 node --test --test-concurrency=1 --test-timeout=60000 --test-reporter=spec "${js_tests[@]}"
 
+# ---------------------------------------------------------------------------
+section "benchmark suite smoke run (bench/run.sh --smoke)"
+# Proves the benchmark suite still builds and runs against every server; the figures
+# come from the full run (`bash bench/run.sh`), never from here.
+bash bench/run.sh --smoke
+
 section "all tests passed"
