@@ -12,6 +12,18 @@ fn config() -> EngineConfig {
 
 const P: &str = "/engine.io/";
 
+/// A new polling session, and a GET of it left waiting on the server.
+async fn session_with_pending_get(addr: std::net::SocketAddr) -> (String, tokio::task::JoinHandle<HttpResponse>) {
+    let sid = polling_handshake(addr, P).await;
+    let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
+    let pending = tokio::spawn({
+        let url = url.clone();
+        async move { get(addr, &url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (url, pending)
+}
+
 #[tokio::test]
 async fn polling_handshake_has_the_five_fields_and_an_owner_prefixed_sid() {
     let (addr, _) = serve_echo_engine(config()).await;
@@ -94,13 +106,7 @@ async fn polling_body_over_max_payload_is_413_and_the_session_lives() {
 #[tokio::test]
 async fn a_second_concurrent_get_closes_the_session() {
     let (addr, _) = serve_echo_engine(config()).await;
-    let sid = polling_handshake(addr, P).await;
-    let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
-    let first = tokio::spawn({
-        let url = url.clone();
-        async move { get(addr, &url).await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (url, first) = session_with_pending_get(addr).await;
     let second = get(addr, &url).await;
     assert_eq!(second.status, 400);
     let first = first.await.unwrap();
@@ -166,13 +172,8 @@ async fn websocket_message_over_max_payload_closes_the_session() {
 #[tokio::test]
 async fn upgrade_from_polling_releases_the_pending_get_and_keeps_queued_packets() {
     let (addr, _) = serve_echo_engine(config()).await;
-    let sid = polling_handshake(addr, P).await;
-    let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
-    let pending = tokio::spawn({
-        let url = url.clone();
-        async move { get(addr, &url).await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (url, pending) = session_with_pending_get(addr).await;
+    let sid = url.rsplit("sid=").next().unwrap();
     let mut ws = ws_connect(addr, &format!("{P}?EIO=4&transport=websocket&sid={sid}")).await;
     send_text(&mut ws, "2probe").await;
     assert_eq!(next_text(&mut ws).await.unwrap(), "3probe");
