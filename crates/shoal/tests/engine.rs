@@ -245,3 +245,21 @@ async fn client_close_packet_ends_the_session() {
     assert_eq!(get(addr, &url).await.status, 400);
     assert_eq!(engine.session_count(), 0);
 }
+
+#[tokio::test]
+async fn a_get_whose_client_went_away_is_released() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, _) = serve_echo_engine(config()).await;
+    let sid = polling_handshake(addr, P).await;
+    let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
+    // A long-poll whose connection dies (a client, or a forwarding node, that crashed).
+    let mut gone = tokio::net::TcpStream::connect(addr).await.unwrap();
+    gone.write_all(format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(gone);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The next GET is not an overlap: the session lives and gets its packets.
+    assert_eq!(post(addr, &url, b"4still here").await.text(), "ok");
+    let res = get(addr, &url).await;
+    assert_eq!((res.status, res.text().as_str()), (200, "4still here"));
+}
