@@ -64,6 +64,23 @@ struct Common {
     /// Hard limit on the whole run.
     #[arg(long, default_value_t = 240, global = true)]
     max_secs: u64,
+    /// Cluster runs: the clients' worker processes are spread over these addresses
+    /// (round robin by process; default: --server).
+    #[arg(long, value_delimiter = ',', global = true)]
+    receivers_on: Vec<SocketAddr>,
+    /// Cluster runs: the publisher connects here (default: --server).
+    #[arg(long, global = true)]
+    publisher_server: Option<SocketAddr>,
+    /// Cluster runs: a second server process (another node); its CPU is reported as `peer`.
+    #[arg(long, global = true)]
+    peer_pid: Option<i32>,
+    /// The forwarding hop: each client opens its session over polling on --server, then
+    /// sends every later request (polling) or its WebSocket upgrade to this address.
+    #[arg(long, global = true)]
+    via: Option<SocketAddr>,
+    /// Churn across nodes: every other reconnection goes to this address.
+    #[arg(long, global = true)]
+    reconnect_to: Option<SocketAddr>,
 }
 
 #[derive(Parser)]
@@ -100,6 +117,10 @@ enum Cmd {
         /// websocket or polling (the publisher always uses WebSocket).
         #[arg(long, default_value = "websocket")]
         transport: String,
+        /// Churn: every receiver drops its connection after this many seconds on average
+        /// (exponential) and reconnects with the recovery handshake (WebSocket only).
+        #[arg(long, default_value_t = 0.0)]
+        churn: f64,
     },
     /// N clients emit `echo` with an ack, `rate` acks/s in all.
     Echo {
@@ -113,6 +134,9 @@ enum Cmd {
         warmup: f64,
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
+        /// websocket or polling.
+        #[arg(long, default_value = "websocket")]
+        transport: String,
     },
     /// `slow` clients join the room and stop reading, beside `clients` normal ones, while
     /// the publisher sends `rate`/s of `payload` bytes: the server's RSS over time.
@@ -193,15 +217,16 @@ impl Workers {
 }
 
 fn specs(c: &Common, role: Role, count: usize, first_index: usize, polling: bool, join: Option<&str>, echo_period_us: u64, payload: usize) -> Vec<WorkerSpec> {
-    let procs = count.div_ceil(c.per_proc.max(1)).max(1);
+    let addrs = if c.receivers_on.is_empty() { vec![c.server] } else { c.receivers_on.clone() };
+    let procs = count.div_ceil(c.per_proc.max(1)).max(addrs.len()).max(1);
     let mut out = Vec::new();
     let mut start = 0;
     for p in 0..procs {
         let n = count / procs + usize::from(p < count % procs);
         out.push(WorkerSpec {
             role,
-            server: c.server,
-            host: c.server.to_string(),
+            server: addrs[p % addrs.len()],
+            host: addrs[p % addrs.len()].to_string(),
             path: c.path.clone(),
             count: n,
             first_index: first_index + start,
@@ -211,6 +236,9 @@ fn specs(c: &Common, role: Role, count: usize, first_index: usize, polling: bool
             echo_period_us,
             payload,
             deadline_s: c.max_secs + 10,
+            via: c.via,
+            churn_ms: 0,
+            reconnect_to: c.reconnect_to,
         });
         start += n;
     }
@@ -251,6 +279,10 @@ struct Results {
     echo_acked: u64,
     slow_checked: u64,
     slow_dropped: u64,
+    reconnects: u64,
+    recovered: u64,
+    duplicates: u64,
+    reconnect_failed: u64,
     cpu_s: f64,
     latency: Histogram<u64>,
     rtt: Histogram<u64>,
@@ -259,7 +291,7 @@ struct Results {
 
 fn results(msgs: &[Value]) -> Results {
     let mut r = Results {
-        ok: 0, closed: 0, rx_measured: 0, rx_total: 0, echo_sent: 0, echo_acked: 0, slow_checked: 0, slow_dropped: 0, cpu_s: 0.0,
+        ok: 0, closed: 0, rx_measured: 0, rx_total: 0, echo_sent: 0, echo_acked: 0, slow_checked: 0, slow_dropped: 0, reconnects: 0, recovered: 0, duplicates: 0, reconnect_failed: 0, cpu_s: 0.0,
         latency: stats::histogram(), rtt: stats::histogram(), errors: vec![],
     };
     for m in msgs {
@@ -272,6 +304,10 @@ fn results(msgs: &[Value]) -> Results {
         r.echo_acked += n("echo_acked");
         r.slow_checked += n("slow_checked");
         r.slow_dropped += n("slow_dropped");
+        r.reconnects += n("reconnects");
+        r.recovered += n("recovered");
+        r.duplicates += n("duplicates");
+        r.reconnect_failed += n("reconnect_failed");
         r.cpu_s += m["cpu_s"].as_f64().unwrap_or(0.0);
         if let Some(h) = m["latency"].as_str().and_then(stats::decode) {
             r.latency.add(&h).expect("same bounds");
@@ -325,8 +361,9 @@ struct Publisher {
 
 impl Publisher {
     async fn connect(c: &Common) -> std::io::Result<Publisher> {
-        let stream = ws::tcp_connect(c.server, None, None).await?;
-        let mut conn = WsConn::upgrade(stream, &c.server.to_string(), &c.path).await?;
+        let server = c.publisher_server.unwrap_or(c.server);
+        let stream = ws::tcp_connect(server, None, None).await?;
+        let mut conn = WsConn::upgrade(stream, &server.to_string(), &c.path).await?;
         conn.socketio_handshake().await?;
         Ok(Publisher { conn, seq: 0 })
     }
@@ -438,11 +475,17 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
             out["sessions_closed_early"] = json!(r.closed);
             out["errors"] = json!(r.errors);
         }
-        Cmd::Fanout { clients, rate, payload, warmup, duration, transport } => {
+        Cmd::Fanout { clients, rate, payload, warmup, duration, transport, churn } => {
             let polling = transport == "polling";
             out["scenario"] = json!(if polling { "polling" } else { "fanout" });
-            out["params"] = json!({"clients": clients, "rate": rate, "payload": payload, "warmup_s": warmup, "duration_s": duration, "transport": transport});
-            let mut w = Workers::spawn(specs(&c, Role::Receive, clients, 0, polling, Some("bench"), 0, 0)).map_err(|e| e.to_string())?;
+            out["params"] = json!({"clients": clients, "rate": rate, "payload": payload, "warmup_s": warmup, "duration_s": duration, "transport": transport,
+                "churn_s": churn, "receivers_on": c.receivers_on.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "publisher_server": c.publisher_server.map(|a| a.to_string()), "via": c.via.map(|a| a.to_string())});
+            let mut sp = specs(&c, Role::Receive, clients, 0, polling, Some("bench"), 0, 0);
+            for s in &mut sp {
+                s.churn_ms = (churn * 1000.0) as u64;
+            }
+            let mut w = Workers::spawn(sp).map_err(|e| e.to_string())?;
             let connected = w.collect("CONNECTED ").await?;
             out["connect"] = connect_summary(&connected);
             let receivers = out["connect"]["ok"].as_u64().unwrap_or(0);
@@ -452,6 +495,7 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
             publisher.publish(rate, warmup, false, payload).await.map_err(|e| e.to_string())?;
             w.tell("MARK").await;
             let s0 = procfs::sample(c.server_pid);
+            let p0 = procfs::sample(c.peer_pid);
             machine0 = procfs::machine_ticks();
             let me0 = procfs::self_cpu_secs();
             let t0 = Instant::now();
@@ -461,9 +505,19 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
             let r = results(&w.collect("RESULT ").await?);
             w.wait().await;
             let s1 = procfs::sample(c.server_pid);
+            let p1 = procfs::sample(c.peer_pid);
             let me1 = procfs::self_cpu_secs();
             let expected = sent * receivers;
             let server_cpu = s1.cpu_s - s0.cpu_s;
+            if c.peer_pid.is_some() {
+                let pc = p1.cpu_s - p0.cpu_s;
+                out["peer"] = json!({"cpu_s": round3(pc), "cpu_pct_core": cpu_pct(pc, window), "rss_kib": p1.rss_kib,
+                    "both_cpu_s_per_million": if r.rx_measured > 0 { round3((server_cpu + pc) / (r.rx_measured as f64 / 1e6)) } else { 0.0 }});
+            }
+            if churn > 0.0 {
+                out["churn"] = json!({"mean_s": churn, "reconnects": r.reconnects, "recovered": r.recovered,
+                    "duplicates": r.duplicates, "reconnect_failed": r.reconnect_failed});
+            }
             out["delivery"] = json!({
                 "published": sent, "receivers": receivers, "expected": expected, "delivered": r.rx_measured,
                 "ratio": if expected > 0 { r.rx_measured as f64 / expected as f64 } else { 0.0 },
@@ -479,22 +533,30 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
             out["sessions_closed_early"] = json!(r.closed);
             out["errors"] = json!(r.errors);
         }
-        Cmd::Echo { clients, rate, payload, warmup, duration } => {
+        Cmd::Echo { clients, rate, payload, warmup, duration, transport } => {
+            let polling = transport == "polling";
             out["scenario"] = json!("echo");
-            out["params"] = json!({"clients": clients, "rate": rate, "payload": payload, "warmup_s": warmup, "duration_s": duration});
+            out["params"] = json!({"clients": clients, "rate": rate, "payload": payload, "warmup_s": warmup, "duration_s": duration, "transport": transport,
+                "via": c.via.map(|a| a.to_string())});
             let period_us = (clients as f64 / rate * 1e6) as u64;
-            let mut w = Workers::spawn(specs(&c, Role::Echo, clients, 0, false, None, period_us, payload)).map_err(|e| e.to_string())?;
+            let mut w = Workers::spawn(specs(&c, Role::Echo, clients, 0, polling, None, period_us, payload)).map_err(|e| e.to_string())?;
             let connected = w.collect("CONNECTED ").await?;
             out["connect"] = connect_summary(&connected);
             w.tell("GO").await;
             tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
             w.tell("MARK").await;
             let s0 = procfs::sample(c.server_pid);
+            let p0 = procfs::sample(c.peer_pid);
             machine0 = procfs::machine_ticks();
             let t0 = Instant::now();
             tokio::time::sleep(Duration::from_secs_f64(duration)).await;
             let window = t0.elapsed().as_secs_f64();
             let s1 = procfs::sample(c.server_pid);
+            let p1 = procfs::sample(c.peer_pid);
+            if c.peer_pid.is_some() {
+                let pc = p1.cpu_s - p0.cpu_s;
+                out["peer"] = json!({"cpu_s": round3(pc), "cpu_pct_core": cpu_pct(pc, window), "rss_kib": p1.rss_kib});
+            }
             w.tell("STOP").await;
             let r = results(&w.collect("RESULT ").await?);
             w.wait().await;
@@ -544,7 +606,9 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
         Cmd::Worker { .. } => unreachable!("handled in main"),
     }
     let busy = procfs::busy_pct_core(machine0, procfs::machine_ticks());
-    let accounted = out["server"]["cpu_pct_core"].as_f64().unwrap_or(0.0) + out["loadgen"]["cpu_pct_core"].as_f64().unwrap_or(0.0);
+    let accounted = out["server"]["cpu_pct_core"].as_f64().unwrap_or(0.0)
+        + out["peer"]["cpu_pct_core"].as_f64().unwrap_or(0.0)
+        + out["loadgen"]["cpu_pct_core"].as_f64().unwrap_or(0.0);
     out["machine"] = json!({"busy_pct_core": busy, "other_pct_core": if accounted > 0.0 { ((busy - accounted).max(0.0) * 10.0).round() / 10.0 } else { busy }});
     let series = sampler.stop();
     if let Some(max) = series.as_array().and_then(|a| a.iter().filter_map(|s| s["rss_kib"].as_u64()).max()) {

@@ -60,7 +60,8 @@ async fn request(slot: &mut Option<Sender>, server: SocketAddr, src: Ipv4Addr, m
 
 impl PollClient {
     /// Engine.IO open over polling, then the Socket.IO CONNECT to `/` and its answer.
-    pub async fn connect(server: SocketAddr, src: Ipv4Addr, host: &str, path: &str) -> io::Result<PollClient> {
+    /// `via`: every request after the Engine.IO open goes there (the forwarding hop).
+    pub async fn connect(server: SocketAddr, via: Option<SocketAddr>, src: Ipv4Addr, host: &str, path: &str) -> io::Result<PollClient> {
         let mut get = None;
         let open = request(&mut get, server, src, "GET", &format!("{path}?EIO=4&transport=polling"), host, Bytes::new()).await?;
         let text = String::from_utf8_lossy(&open);
@@ -70,6 +71,11 @@ impl PollClient {
             .and_then(|r| r.split('"').next())
             .ok_or_else(|| io_err(format!("no sid in open packet: {text}")))?
             .to_owned();
+        // Through the hop, the open's keep-alive connection (to `server`) is not reused.
+        let (server, get) = match via {
+            Some(v) => (v, None),
+            None => (server, get),
+        };
         let mut c = PollClient { server, src, get, post: None, host: host.to_owned(), uri: format!("{path}?EIO=4&transport=polling&sid={sid}") };
         // Behind @socket.io/sticky a POST on a new connection can outrun the worker's
         // "new sid" message to the primary and get "Session ID unknown": retry a little.
@@ -98,6 +104,12 @@ impl PollClient {
         Err(io_err("no Socket.IO connect answer"))
     }
 
+    /// Two clients of the same session: one for the GETs, one for the POSTs.
+    pub fn split(self) -> (PollClient, PollClient) {
+        let post = PollClient { server: self.server, src: self.src, get: None, post: self.post, host: self.host.clone(), uri: self.uri.clone() };
+        (PollClient { post: None, ..self }, post)
+    }
+
     pub async fn post(&mut self, body: Bytes) -> io::Result<()> {
         request(&mut self.post, self.server, self.src, "POST", &self.uri, &self.host, body).await.map(|_| ())
     }
@@ -106,4 +118,16 @@ impl PollClient {
     pub async fn poll(&mut self) -> io::Result<Bytes> {
         request(&mut self.get, self.server, self.src, "GET", &self.uri, &self.host, Bytes::new()).await
     }
+}
+
+/// The Engine.IO open over polling: the new session's id.
+pub async fn open_sid(server: SocketAddr, src: Ipv4Addr, host: &str, path: &str) -> io::Result<String> {
+    let mut slot = None;
+    let open = request(&mut slot, server, src, "GET", &format!("{path}?EIO=4&transport=polling"), host, Bytes::new()).await?;
+    let text = String::from_utf8_lossy(&open);
+    text.split("\"sid\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .map(str::to_owned)
+        .ok_or_else(|| io_err(format!("no sid in open packet: {text}")))
 }

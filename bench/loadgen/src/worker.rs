@@ -43,6 +43,14 @@ pub struct WorkerSpec {
     pub echo_period_us: u64,
     pub payload: usize,
     pub deadline_s: u64,
+    /// After the Engine.IO open (over polling on `server`), every request or the
+    /// WebSocket upgrade goes to this address: the forwarding hop.
+    pub via: Option<SocketAddr>,
+    /// Receivers drop their transport every `churn_ms` on average (exponential) and
+    /// reconnect with the connection state recovery handshake; 0: never.
+    pub churn_ms: u64,
+    /// Churn across nodes: reconnections alternate between `server` and this address.
+    pub reconnect_to: Option<SocketAddr>,
 }
 
 const PHASE_HOLD: u8 = 0;
@@ -66,6 +74,10 @@ struct Stats {
     closed: u64,
     slow_checked: u64,
     slow_dropped: u64,
+    reconnects: u64,
+    recovered: u64,
+    duplicates: u64,
+    reconnect_failed: u64,
     errors: Vec<String>,
 }
 
@@ -115,7 +127,16 @@ async fn ws_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc<Sema
     let t0 = Instant::now();
     let rcvbuf = (spec.role == Role::Slow).then_some(4096);
     let connect = async {
-        let stream = tcp_connect(spec.server, Some(source_ip(spec.first_index + i)), rcvbuf).await?;
+        let src = source_ip(spec.first_index + i);
+        if let Some(via) = spec.via {
+            // Open over polling on `server`, upgrade through `via`.
+            let sid = crate::polling::open_sid(spec.server, src, &spec.host, &spec.path).await?;
+            let stream = tcp_connect(via, Some(src), rcvbuf).await?;
+            let mut conn = WsConn::upgrade_sid(stream, &spec.host, &spec.path, Some(&sid)).await?;
+            conn.probe_and_connect().await?;
+            return Ok(conn);
+        }
+        let stream = tcp_connect(spec.server, Some(src), rcvbuf).await?;
         let mut conn = WsConn::upgrade(stream, &spec.host, &spec.path).await?;
         conn.socketio_handshake().await?;
         Ok::<_, std::io::Error>(conn)
@@ -220,11 +241,11 @@ async fn ws_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc<Sema
     }
 }
 
-async fn polling_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc<Semaphore>, done: mpsc::UnboundedSender<bool>) {
+async fn polling_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc<Semaphore>, done: mpsc::UnboundedSender<bool>, phase: watch::Receiver<u8>) {
     let permit = sem.acquire().await.expect("semaphore open");
     let start_us = now_us();
     let t0 = Instant::now();
-    let connect = PollClient::connect(spec.server, source_ip(spec.first_index + i), &spec.host, &spec.path);
+    let connect = PollClient::connect(spec.server, spec.via, source_ip(spec.first_index + i), &spec.host, &spec.path);
     let mut c = match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return fail(&stats, &done, e),
@@ -244,6 +265,9 @@ async fn polling_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc
     }
     drop(permit);
     let _ = done.send(true);
+    if spec.role == Role::Echo {
+        return polling_echo(i, spec, stats, c, phase).await;
+    }
     loop {
         let body = match c.poll().await {
             Ok(b) => b,
@@ -302,6 +326,10 @@ pub fn run(spec: WorkerSpec) -> ! {
             closed: 0,
             slow_checked: 0,
             slow_dropped: 0,
+            reconnects: 0,
+            recovered: 0,
+            duplicates: 0,
+            reconnect_failed: 0,
             errors: Vec::new(),
         }));
         let sem = Arc::new(Semaphore::new(spec.concurrency.max(1)));
@@ -310,7 +338,9 @@ pub fn run(spec: WorkerSpec) -> ! {
         for i in 0..spec.count {
             let (spec, stats, sem, done) = (spec.clone(), stats.clone(), sem.clone(), done_tx.clone());
             if spec.polling {
-                tokio::spawn(polling_client(i, spec, stats, sem, done));
+                tokio::spawn(polling_client(i, spec, stats, sem, done, phase_rx.clone()));
+            } else if spec.churn_ms > 0 && spec.role == Role::Receive {
+                tokio::spawn(churn_client(i, spec, stats, sem, done, phase_rx.clone()));
             } else {
                 tokio::spawn(ws_client(i, spec, stats, sem, done, phase_rx.clone()));
             }
@@ -347,6 +377,8 @@ pub fn run(spec: WorkerSpec) -> ! {
                         "rx_measured": s.rx_measured, "rx_total": s.rx_total, "latency": encode(&s.latency),
                         "echo_sent": s.echo_sent, "echo_acked": s.echo_acked, "rtt": encode(&s.rtt),
                         "slow_checked": s.slow_checked, "slow_dropped": s.slow_dropped,
+                        "reconnects": s.reconnects, "recovered": s.recovered, "duplicates": s.duplicates,
+                        "reconnect_failed": s.reconnect_failed,
                         "cpu_s": self_cpu_secs() - cpu_mark, "errors": s.errors,
                     });
                     println!("RESULT {msg}");
@@ -379,3 +411,240 @@ async fn drain(spec: &WorkerSpec, stats: &Shared) {
     }
 }
 
+
+/// An echo client over polling: a task keeps one GET pending (acks and pings come back on
+/// it), this one POSTs `echo` at a steady rate after GO, and the pongs.
+async fn polling_echo(i: usize, spec: Arc<WorkerSpec>, stats: Shared, c: PollClient, mut phase: watch::Receiver<u8>) {
+    let (mut getter, mut poster) = c.split();
+    let (answers_tx, mut answers) = mpsc::unbounded_channel::<&'static [u8]>();
+    let stats2 = stats.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            let body = match getter.poll().await {
+                Ok(b) => b,
+                Err(e) => return closed(&stats2, e),
+            };
+            for p in body.split(|&b| b == 0x1e) {
+                if p == b"1" {
+                    return closed(&stats2, "closed by server");
+                }
+                if let Some(answer) = on_text(p, &stats2) {
+                    let _ = answers_tx.send(answer);
+                }
+            }
+        }
+    });
+    let period = Duration::from_micros(spec.echo_period_us.max(1));
+    let offset = Duration::from_micros((i as u64 * 7919) % spec.echo_period_us.max(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut id: u64 = 0;
+    loop {
+        let sending = *phase.borrow() == PHASE_GO;
+        tokio::select! {
+            a = answers.recv() => match a {
+                Some(a) => if let Err(e) = poster.post(Bytes::from_static(a)).await { closed(&stats, e); break },
+                None => break,
+            },
+            _ = tick.tick(), if sending => {
+                let t = now_us();
+                let msg = format!("42{id}[\"echo\",{}]", payload(t, id, true, spec.payload));
+                id += 1;
+                {
+                    let mut s = stats.lock().unwrap();
+                    if s.mark_us > 0 && t >= s.mark_us {
+                        s.echo_sent += 1;
+                    }
+                }
+                if let Err(e) = poster.post(Bytes::from(msg)).await {
+                    closed(&stats, e);
+                    break;
+                }
+            },
+            r = phase.changed() => if r.is_err() { break },
+        }
+    }
+    reader.abort();
+}
+
+/// The string value of `"key":"..."` in a JSON text.
+fn string_after<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a str> {
+    let at = text.windows(key.len()).position(|w| w == key)? + key.len();
+    let rest = &text[at..];
+    let end = rest.iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
+/// The recovery offset a server appends to a stored event: its last argument, a string.
+fn last_string_arg(t: &[u8]) -> Option<&str> {
+    let t = t.strip_suffix(b"\"]")?;
+    let close = t.iter().rposition(|&b| b == b'}')?;
+    let rest = t[close + 1..].strip_prefix(b",\"")?;
+    std::str::from_utf8(rest).ok()
+}
+
+/// Tiny xorshift for the churn timings (no dependency).
+struct Rng(u64);
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A receiver under churn: drops its TCP connection (no close frame, no Socket.IO
+/// disconnect) after an exponentially distributed time of mean `churn_ms`, waits 100-500 ms,
+/// and reconnects as the official client does with recovery: CONNECT auth `{pid, offset}`
+/// (pid from the last CONNECT answer, offset = last string argument of the last `tick`).
+/// Not recovered (another pid, or none): joins the room again. Each measured event id
+/// counts once (duplicates are counted apart). Churn stops at STOP.
+async fn churn_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc<Semaphore>, done: mpsc::UnboundedSender<bool>, phase: watch::Receiver<u8>) {
+    let src = source_ip(spec.first_index + i);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((spec.first_index + i) as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut pid: Option<String> = None;
+    let mut offset: Option<String> = None;
+    let mut seen = std::collections::HashSet::<u64>::new();
+    let mut first = true;
+    let mut failures = 0;
+    let mut attempt: u64 = 0;
+    // Counts one `tick`; remembers its offset.
+    let on_tick = |t: &[u8], seen: &mut std::collections::HashSet<u64>, offset: &mut Option<String>| {
+        if let Some(o) = last_string_arg(t) {
+            *offset = Some(o.to_owned());
+        }
+        let now = now_us();
+        let mut s = stats.lock().unwrap();
+        s.rx_total += 1;
+        s.last_rx = Instant::now();
+        if number_after(t, b"\"m\":") == Some(1) {
+            if let Some(seq) = number_after(t, b"\"s\":") {
+                if seen.insert(seq) {
+                    s.rx_measured += 1;
+                    if let Some(sent) = number_after(t, b"\"t\":") {
+                        record(&mut s.latency, now.saturating_sub(sent));
+                    }
+                } else {
+                    s.duplicates += 1;
+                }
+            }
+        }
+    };
+    loop {
+        let permit = if first { Some(sem.acquire().await.expect("semaphore open")) } else { None };
+        let start_us = now_us();
+        let t0 = Instant::now();
+        let auth = match (&pid, &offset) {
+            (Some(p), Some(o)) => format!("40{{\"pid\":\"{p}\",\"offset\":\"{o}\"}}"),
+            _ => "40".to_owned(),
+        };
+        // Connect (to the other node every second time with --reconnect-to); ticks
+        // replayed before the CONNECT answer count.
+        let server = match spec.reconnect_to {
+            Some(alt) if attempt % 2 == 1 => alt,
+            _ => spec.server,
+        };
+        attempt += 1;
+        let connect = async {
+            let stream = tcp_connect(server, Some(src), None).await?;
+            let mut conn = WsConn::upgrade(stream, &spec.host, &spec.path).await?;
+            match conn.next().await? {
+                Frame::Text(t) if t.first() == Some(&b'0') => {}
+                _ => return Err(crate::ws::io_err("no Engine.IO open packet")),
+            }
+            conn.send(auth.as_bytes()).await?;
+            loop {
+                match conn.next().await? {
+                    Frame::Text(t) if t.starts_with(b"40") => return Ok((conn, string_after(&t, b"\"pid\":\"").map(str::to_owned))),
+                    Frame::Text(t) if t.starts_with(b"44") => return Err(crate::ws::io_err("connect_error")),
+                    Frame::Text(t) if t.as_ref() == b"2" => conn.send(b"3").await?,
+                    Frame::Text(t) if t.starts_with(b"42[\"tick\"") => on_tick(&t, &mut seen, &mut offset),
+                    Frame::Text(_) | Frame::Binary => {}
+                    Frame::Closed => return Err(crate::ws::io_err("closed during Socket.IO connect")),
+                }
+            }
+        };
+        let (mut conn, new_pid) = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) if first => return fail(&stats, &done, e),
+            Err(_) if first => return fail(&stats, &done, "connect timed out after 10 s"),
+            Ok(Err(e)) => {
+                {
+                    let mut s = stats.lock().unwrap();
+                    s.reconnect_failed += 1;
+                    s.error(format!("reconnect: {e}"));
+                }
+                failures += 1;
+                if failures > 20 { return; }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(_) => {
+                stats.lock().unwrap().reconnect_failed += 1;
+                failures += 1;
+                if failures > 20 { return; }
+                continue;
+            }
+        };
+        let recovered = !first && pid.is_some() && new_pid == pid;
+        {
+            let mut s = stats.lock().unwrap();
+            if first {
+                record(&mut s.handshake, t0.elapsed().as_micros() as u64);
+                s.ok += 1;
+                s.first_start_us = s.first_start_us.min(start_us);
+                s.last_done_us = s.last_done_us.max(now_us());
+            } else {
+                s.reconnects += 1;
+                s.recovered += recovered as u64;
+            }
+        }
+        if !recovered {
+            offset = None;
+        }
+        pid = new_pid;
+        if !recovered {
+            if let Some(room) = &spec.join {
+                if let Err(e) = conn.send(format!("42[\"join\",\"{room}\"]").as_bytes()).await {
+                    if first { return fail(&stats, &done, e); }
+                    continue;
+                }
+            }
+        }
+        if first {
+            drop(permit);
+            let _ = done.send(true);
+            first = false;
+        }
+        // Hold the connection until the drop time (no drops once STOP came).
+        let hold = Duration::from_secs_f64(-(1.0 - rng.unit()).ln() * spec.churn_ms as f64 / 1000.0);
+        let drop_at = tokio::time::Instant::now() + hold;
+        let mut ph = phase.clone();
+        loop {
+            let stopping = *ph.borrow() == PHASE_STOP;
+            tokio::select! {
+                f = conn.next() => match f {
+                    Ok(Frame::Text(t)) => {
+                        if t.as_ref() == b"2" {
+                            if conn.send(b"3").await.is_err() { break; }
+                        } else if t.starts_with(b"42[\"tick\"") {
+                            on_tick(&t, &mut seen, &mut offset);
+                        }
+                    }
+                    Ok(Frame::Binary) => {}
+                    Ok(Frame::Closed) => { closed(&stats, "closed by server"); break }
+                    Err(e) => { closed(&stats, e); break }
+                },
+                _ = tokio::time::sleep_until(drop_at), if !stopping => break,
+                r = ph.changed() => if r.is_err() { return },
+            }
+        }
+        // The drop: the TCP connection closes with nothing said.
+        drop(conn);
+        if *phase.borrow() == PHASE_STOP {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100 + (rng.unit() * 400.0) as u64)).await;
+    }
+}

@@ -49,9 +49,15 @@ pub struct WsConn {
 
 impl WsConn {
     /// Sends the upgrade request and reads the `101` answer.
-    pub async fn upgrade(mut stream: TcpStream, host: &str, path: &str) -> io::Result<WsConn> {
+    pub async fn upgrade(stream: TcpStream, host: &str, path: &str) -> io::Result<WsConn> {
+        WsConn::upgrade_sid(stream, host, path, None).await
+    }
+
+    /// The upgrade of an existing (polling) session when `sid` is given.
+    pub async fn upgrade_sid(mut stream: TcpStream, host: &str, path: &str, sid: Option<&str>) -> io::Result<WsConn> {
+        let sid = sid.map(|s| format!("&sid={s}")).unwrap_or_default();
         let req = format!(
-            "GET {path}?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET {path}?EIO=4&transport=websocket{sid} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(req.as_bytes()).await?;
@@ -184,6 +190,26 @@ impl WsConn {
             Frame::Text(t) if t.first() == Some(&b'0') => {}
             _ => return Err(io_err("no Engine.IO open packet")),
         }
+        self.socketio_connect().await
+    }
+
+    /// The Engine.IO upgrade of a polling session on this WebSocket (`2probe`, `3probe`,
+    /// `5`), then the Socket.IO CONNECT over it.
+    pub async fn probe_and_connect(&mut self) -> io::Result<()> {
+        self.send(b"2probe").await?;
+        loop {
+            match self.next().await? {
+                Frame::Text(t) if t.as_ref() == b"3probe" => break,
+                Frame::Text(_) | Frame::Binary => {}
+                Frame::Closed => return Err(io_err("closed during the upgrade probe")),
+            }
+        }
+        self.send(b"5").await?;
+        self.socketio_connect().await
+    }
+
+    /// Socket.IO CONNECT to `/` and its answer.
+    pub async fn socketio_connect(&mut self) -> io::Result<()> {
         self.send(b"40").await?;
         loop {
             match self.next().await? {

@@ -3,12 +3,17 @@
 //! room `bench`, `echo(payload, ack)` acks the payload.
 //!
 //! ```text
-//! bench-shoal [--port 3000] [--threads 2]
+//! bench-shoal [--port 3000] [--threads 2] [--redis redis://127.0.0.1:6379] [--recovery MS]
 //! ```
 //! `--threads` is the number of tokio worker threads (the core-scaling scenario runs 1 and 2).
+//! `--redis` puts the node in a cluster on the Redis adapter (the cross-node fan-out);
+//! `--recovery` turns on connection state recovery for MS milliseconds (the churn scenario).
 //! Prints `LISTENING <port>` once ready; stops on SIGTERM or Ctrl-C.
 
+use shoal::adapter::redis::{factory, RedisLink, RedisOptions};
+use shoal::adapter::RecoveryOptions;
 use shoal::{Event, Server, Socket};
+use std::time::Duration;
 
 fn flag(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -19,12 +24,30 @@ fn flag(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+fn text_flag(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
 fn main() -> std::io::Result<()> {
     let port = flag("--port", 3000) as u16;
     let threads = flag("--threads", 2);
+    let recovery_ms = flag("--recovery", 0);
+    let redis = text_flag("--redis");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
     runtime.block_on(async move {
-        let io = Server::builder().build();
+        let mut builder = Server::builder();
+        if let Some(url) = redis {
+            let link = RedisLink::connect(&url).await.map_err(std::io::Error::other)?;
+            builder = builder.adapter(factory(link, RedisOptions::default()));
+        }
+        if recovery_ms > 0 {
+            builder = builder.connection_state_recovery(RecoveryOptions {
+                max_disconnection_duration: Duration::from_millis(recovery_ms as u64),
+                ..Default::default()
+            });
+        }
+        let io = builder.build();
         io.on_connection(|socket: Socket| async move {
             socket.on("join", |socket: Socket, ev: Event| async move {
                 if let Some(room) = ev.arg(0).as_str() {
