@@ -4,8 +4,7 @@
 # the demo page). Works on a fresh Debian machine as root: missing system packages are
 # installed with apt-get, JS dependencies with `npm ci` from the committed lockfiles.
 #
-# Environment: SKIP_APT=1 never calls apt-get (fails later if something is missing).
-#              SHOAL_TEST_VERBOSE=1 streams the servers' logs during the JS suites.
+# Environment: SHOAL_TEST_VERBOSE=1 streams the servers' logs during the JS suites.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,15 +35,11 @@ for cmd in "${!NEEDED[@]}"; do
   fi
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "${SKIP_APT:-0}" = 1 ]; then
-    echo "SKIP_APT=1: not installing ${missing[*]}" >&2
-  else
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    echo "installing: ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  fi
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 node --version
 chromium --version 2>/dev/null || true

@@ -13,12 +13,11 @@
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { io } from "socket.io-client";
 import { startRedis } from "./redis.mjs";
-import { freePort, REPO_ROOT, sleep, startShoal } from "./server.mjs";
+import { canConnect, freePort, REPO_ROOT, sleep, startShoal } from "./server.mjs";
 
 export const DEPLOY = path.join(REPO_ROOT, "deploy");
 const LOG_TAIL_BYTES = 16 * 1024;
@@ -152,16 +151,6 @@ class Balancer {
   }
 }
 
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ port, host: "127.0.0.1" });
-    sock.once("connect", () => {
-      sock.destroy();
-      resolve(true);
-    });
-    sock.once("error", () => resolve(false));
-  });
-}
 
 /**
  * nginx with deploy/nginx/<file> (http-context config) in front of `nodes`.

@@ -213,7 +213,8 @@ export async function startShoal(options = {}) {
   }
 }
 
-function canConnect(port) {
+/** True if something accepts TCP connections on 127.0.0.1:port. */
+export function canConnect(port) {
   return new Promise((resolve) => {
     const sock = net.connect({ port, host: "127.0.0.1" });
     sock.once("connect", () => {

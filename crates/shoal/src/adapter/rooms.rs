@@ -59,6 +59,11 @@ impl LocalRooms {
         rooms
     }
 
+    /// True if some local socket is in `room`.
+    pub fn has_room(&self, room: &str) -> bool {
+        self.inner.read().unwrap().rooms.contains_key(room)
+    }
+
     pub fn rooms(&self) -> Vec<Room> {
         self.inner.read().unwrap().rooms.keys().cloned().collect()
     }
@@ -120,5 +125,6 @@ mod tests {
         assert!(ix.socket_rooms(&r("a")).is_empty());
         ix.del(&r("b"), &r("x"));
         assert!(!ix.rooms().contains(&r("x")));
+        assert!(!ix.has_room("x") && ix.has_room("y"));
     }
 }

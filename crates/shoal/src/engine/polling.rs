@@ -69,8 +69,7 @@ pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, heade
                 // the next answer) the close packet, or a noop when the client itself
                 // closed. Then the session goes.
                 if !st.outbox.is_empty() {
-                    st.outbox_bytes = 0;
-                    let packets: Vec<OutPacket> = st.outbox.drain(..).collect();
+                    let packets = st.take_outbox();
                     drop(st);
                     return payload_response(engine, headers, &packets);
                 }
@@ -80,8 +79,7 @@ pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, heade
                 return payload_response(engine, headers, &[OutPacket::control(last)]);
             }
             if !st.outbox.is_empty() {
-                st.outbox_bytes = 0;
-                let packets: Vec<OutPacket> = st.outbox.drain(..).collect();
+                let packets = st.take_outbox();
                 drop(st);
                 return payload_response(engine, headers, &packets);
             }

@@ -82,6 +82,14 @@ impl std::fmt::Display for SessionClosed {
 }
 impl std::error::Error for SessionClosed {}
 
+impl State {
+    /// Takes everything queued.
+    pub(crate) fn take_outbox(&mut self) -> Vec<OutPacket> {
+        self.outbox_bytes = 0;
+        self.outbox.drain(..).collect()
+    }
+}
+
 pub(crate) struct State {
     pub transport: TransportKind,
     /// A WebSocket was accepted for the upgrade; no second one may try.
@@ -192,9 +200,7 @@ impl Session {
 
     /// Takes everything queued so far.
     pub(crate) fn drain(&self) -> Vec<OutPacket> {
-        let mut st = self.state.lock().unwrap();
-        st.outbox_bytes = 0;
-        st.outbox.drain(..).collect()
+        self.state.lock().unwrap().take_outbox()
     }
 
     /// Closes the session: the upper layer hears of it at once (once), the session

@@ -264,7 +264,7 @@ impl RedisAdapter {
         let room = &channel[self.channels.broadcast.len()..];
         let room = room.strip_suffix('#').unwrap_or(room);
         let logging = self.local.log().is_some();
-        if !logging && !room.is_empty() && !self.local.rooms().iter().any(|r| &**r == room) {
+        if !logging && !room.is_empty() && !self.local.local_rooms().has_room(room) {
             return; // nobody here is in that room (checked before decoding)
         }
         let Ok(Value::Array(parts)) = wire::decode_msgpack(payload) else {
@@ -293,7 +293,7 @@ impl RedisAdapter {
                 return;
             }
         }
-        if !room.is_empty() && !self.local.rooms().iter().any(|r| &**r == room) {
+        if !room.is_empty() && !self.local.local_rooms().has_room(room) {
             return;
         }
         self.local.deliver_local(&packet, &opts);
