@@ -6,6 +6,7 @@
 //! transports; `session.rs` is one session's state.
 
 pub mod config;
+mod conn;
 mod http;
 mod polling;
 pub mod session;
@@ -13,6 +14,7 @@ pub mod sid;
 mod websocket;
 
 pub use self::http::{percent_decode, ErrorCode, PeerAddr, ResponseBody};
+pub use conn::Conn;
 pub use config::{AllowRequest, Cors, EngineConfig, Transports};
 pub use session::{CloseReason, HandshakeRequest, Session, SessionClosed, TransportKind};
 

@@ -27,7 +27,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 type Ws = WebSocketStream<Box<dyn Io>>;
 
 fn unwrap_upgraded(upgraded: hyper::upgrade::Upgraded) -> Box<dyn Io> {
-    match upgraded.downcast::<TokioIo<crate::serve::Prefixed>>() {
+    match upgraded.downcast::<TokioIo<super::Conn>>() {
         Ok(parts) => {
             let mut stream = parts.io.into_inner();
             stream.unread(&parts.read_buf);

@@ -142,7 +142,7 @@ impl RedisLink {
 
     /// Runs a command and waits for its answer. A command that meets a connection the
     /// server closed (Redis restarted) is tried once more on a fresh one.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, what: &str) -> Result<T, String> {
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, what: &str) -> Result<T, String> {
         let mut conn = self.manager.clone();
         match cmd.query_async(&mut conn).await {
             Ok(v) => Ok(v),
