@@ -1,7 +1,12 @@
-//! Command-line flags and environment variables of a node, with their defaults.
+//! Command-line flags and environment variables of a node, with their defaults, and the
+//! one function that turns them into library calls ([`Config::start`]).
 
 use clap::Parser;
+use shoal::cluster::{default_advertise, ClusterOptions, TrustedProxies};
+use shoal::engine::{Cors, Transports};
+use shoal::Server;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "shoal", version, about = "A Socket.IO v4 server node, serving a chat demo at /")]
@@ -83,8 +88,8 @@ pub struct Config {
     pub proxy_protocol: bool,
 
     /// Milliseconds this node's cluster registration lives without renewal (renewed every
-    /// quarter of it); a node that dies drops out of the others' view after this long.
-    #[arg(long, env = "SHOAL_MEMBERSHIP_TTL", default_value_t = 10_000)]
+    /// quarter of it; at least 1000); a node that dies drops out of the others' view after this long.
+    #[arg(long, env = "SHOAL_MEMBERSHIP_TTL", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub membership_ttl: u64,
 
     /// Connection state recovery: milliseconds a disconnected client can come back and get
@@ -96,4 +101,79 @@ pub struct Config {
     /// Log filter, e.g. `info`, `debug`, `shoal=debug,info`.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,
+}
+
+impl Config {
+    /// The server these settings describe, started: with `--redis`, joined to its
+    /// cluster (Redis adapter, membership, forwarding), advertising `--advertise` or
+    /// the address `listening` on.
+    pub async fn start(&self, listening: SocketAddr) -> Result<Server, String> {
+        let transports = Transports::parse(&self.transports).map_err(|e| format!("--transports: {e}"))?;
+        let trusted = TrustedProxies::parse(&self.trusted_proxies).map_err(|e| format!("--trusted-proxies: {e}"))?;
+        let mut builder = Server::builder()
+            .path(&self.path)
+            .ping_interval(Duration::from_millis(self.ping_interval))
+            .ping_timeout(Duration::from_millis(self.ping_timeout))
+            .max_payload(self.max_payload)
+            .connect_timeout(Duration::from_millis(self.connect_timeout))
+            .max_buffered_bytes(self.max_buffered_bytes)
+            .transports(transports)
+            .trusted_proxies(trusted);
+        if !self.cors_origins.is_empty() {
+            let any = self.cors_origins.iter().any(|o| o == "*");
+            let origins = if any { vec![] } else { self.cors_origins.clone() };
+            builder = builder.cors(Cors { origins, credentials: self.cors_credentials });
+        }
+        if let Some(id) = &self.node_id {
+            builder = builder.node_id(id);
+        }
+        if self.recovery > 0 {
+            builder = builder.connection_state_recovery(shoal::adapter::RecoveryOptions {
+                max_disconnection_duration: Duration::from_millis(self.recovery),
+                ..Default::default()
+            });
+        }
+        if let Some(url) = &self.redis {
+            let redis = shoal::adapter::redis::RedisLink::connect(url).await?;
+            let advertise = self.advertise.clone().unwrap_or_else(|| default_advertise(listening));
+            builder = builder.cluster(ClusterOptions {
+                key: self.redis_key.clone(),
+                membership_ttl: Duration::from_millis(self.membership_ttl),
+                requests_timeout: Duration::from_millis(self.requests_timeout),
+                ..ClusterOptions::new(redis, advertise)
+            });
+            tracing::info!(%url, key = %self.redis_key, "clustering through Redis");
+        }
+        builder.start().await.map_err(|e| e.to_string())
+    }
+
+    /// The listener's options: limits, and the PROXY protocol from trusted proxies.
+    pub fn serve_options(&self, io: &Server) -> shoal::ServeOptions {
+        shoal::ServeOptions { proxy_protocol: self.proxy_protocol, trusted_proxies: io.trusted_proxies().clone(), ..Default::default() }
+    }
+}
+
+/// A listener with a backlog of 1024 (tokio's `bind` asks for 128, which overflows when
+/// thousands of clients reconnect at once, e.g. after another node went down).
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+    }
 }

@@ -9,7 +9,69 @@
 //! - `room message` (room, payload) → `true`, and `room message` (room, payload) to
 //!   everyone in that room, across the cluster.
 
-use shoal::{Event, Server, Socket, Value};
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Full};
+use shoal::cluster::ServiceBody;
+use shoal::{Event, Server, Socket, SocketIoService, Value};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// The node's HTTP site: the demo page and its client bundle, `/health` (readiness),
+/// `/metrics` (Prometheus text), and Socket.IO on its path. Everything else is 404.
+#[derive(Clone)]
+pub struct Site {
+    io: Server,
+    socket_io: SocketIoService,
+}
+
+impl Site {
+    pub fn new(io: Server) -> Site {
+        Site { socket_io: io.service(), io }
+    }
+}
+
+fn boxed(res: Response<Full<Bytes>>) -> Response<ServiceBody> {
+    res.map(|b| b.map_err(|e| match e {}).boxed_unsync())
+}
+
+fn page(content_type: &'static str, body: Bytes) -> Response<ServiceBody> {
+    let mut res = Response::new(Full::new(body));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    boxed(res)
+}
+
+impl<B> tower_service::Service<Request<B>> for Site
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<ServiceBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ServiceBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let read = matches!(req.method().as_str(), "GET" | "HEAD");
+        let res = match (read, req.uri().path()) {
+            (true, "/" | "/index.html") => page("text/html; charset=utf-8", Bytes::from_static(INDEX_HTML.as_bytes())),
+            (true, "/socket.io.min.js") => {
+                let mut res = page("application/javascript; charset=utf-8", Bytes::from_static(CLIENT_JS));
+                res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+                res
+            }
+            (true, "/health") => boxed(self.io.health_response()),
+            (true, "/metrics") => boxed(self.io.metrics_response()),
+            _ => return self.socket_io.call(req),
+        };
+        Box::pin(async move { Ok(res) })
+    }
+}
 
 pub const INDEX_HTML: &str = include_str!("../demo/index.html");
 pub const CLIENT_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/socket.io.min.js"));

@@ -9,14 +9,19 @@
 //! [`serve`] runs a service on a TCP listener with the limits a public server needs.
 
 pub mod adapter;
+pub mod cluster;
 pub mod engine;
 pub mod io;
+mod metrics;
 pub mod protocol;
 mod serve;
 
 pub use io::{
-    AckError, BroadcastOperator, ConnectError, DisconnectReason, EmitError, Event, Handshake, Namespace, RemoteSocket, Server,
-    ServerBuilder, Socket, SocketIoService,
+    AckError, BroadcastOperator, ConnectError, DisconnectReason, EmitError, Event, Handshake, Health, Namespace, RemoteSocket, Server,
+    ServerBuilder, Socket, SocketIoService, StartError,
 };
+#[cfg(feature = "redis")]
+pub use cluster::ClusterOptions;
+pub use cluster::TrustedProxies;
 pub use protocol::{IntoArgs, Value};
 pub use serve::{serve, serve_with, ServeOptions};

@@ -44,46 +44,38 @@ impl ErrorCode {
     }
 }
 
-pub(crate) struct Query<'a> {
-    pub eio: Option<&'a str>,
-    pub transport: Option<&'a str>,
+/// The query parameters the protocol reads, percent-decoded.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    pub eio: Option<String>,
+    pub transport: Option<String>,
     pub sid: Option<String>,
+    /// One of the three was given more than once: the request is ambiguous, and every
+    /// layer (the engine, the cluster front) must read it the same way, so it is refused.
+    pub repeated: bool,
 }
 
-fn parse_query(query: &str) -> Query<'_> {
-    let mut q = Query { eio: None, transport: None, sid: None };
-    for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "EIO" => q.eio = Some(v),
-            "transport" => q.transport = Some(v),
-            "sid" => q.sid = Some(percent_decode(v)),
-            _ => {}
+impl Query {
+    /// Parses a request's query string (`EIO=4&transport=polling&sid=...`).
+    pub fn parse(query: &str) -> Query {
+        let mut q = Query::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match &*k {
+                "EIO" => &mut q.eio,
+                "transport" => &mut q.transport,
+                "sid" => &mut q.sid,
+                _ => continue,
+            };
+            q.repeated |= slot.is_some();
+            *slot = Some(v.into_owned());
         }
+        q
     }
-    q
-}
 
-pub fn percent_decode(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_owned();
+    /// The query of a request's URI.
+    pub fn of<B>(req: &Request<B>) -> Query {
+        Query::parse(req.uri().query().unwrap_or(""))
     }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The JSON error answer of the protocol, with CORS headers when configured.
@@ -147,7 +139,8 @@ fn preflight(engine: &EngineShared, req_headers: &HeaderMap) -> Response<Respons
     res
 }
 
-pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+/// True if the request asks to upgrade to WebSocket.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -164,10 +157,12 @@ where
     if req.method() == Method::OPTIONS && engine.config.cors.is_some() {
         return preflight(engine, &headers);
     }
-    let query_string = req.uri().query().unwrap_or("").to_owned();
-    let q = parse_query(&query_string);
+    let q = Query::of(&req);
+    if q.repeated {
+        return error_response(engine, &headers, ErrorCode::BadRequest, None);
+    }
     // The checks run in the reference server's order, so clients see the same codes.
-    let transport = match q.transport {
+    let transport = match q.transport.as_deref() {
         Some("polling") if engine.config.transports.polling => TransportKind::Polling,
         Some("websocket") if engine.config.transports.websocket => TransportKind::WebSocket,
         _ => return error_response(engine, &headers, ErrorCode::UnknownTransport, None),
@@ -215,7 +210,7 @@ where
         }
         req = Request::from_parts(parts, body);
     }
-    if q.eio != Some("4") {
+    if q.eio.as_deref() != Some("4") {
         return error_response(engine, &headers, ErrorCode::UnsupportedProtocolVersion, None);
     }
     if engine.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
@@ -282,14 +277,19 @@ where
 mod tests {
     use super::*;
     #[test]
-    fn query_and_percent_decoding() {
-        let q = parse_query("EIO=4&transport=polling&sid=a%7Eb&t=x");
-        assert_eq!(q.eio, Some("4"));
-        assert_eq!(q.transport, Some("polling"));
-        assert_eq!(q.sid.as_deref(), Some("a~b"));
-        assert_eq!(percent_decode("%"), "%");
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%é%41"), "%éA");
+    fn query_is_percent_decoded() {
+        let q = Query::parse("EIO=4&transport=polling&sid=a%7Eb&t=x");
+        assert_eq!(q, Query { eio: Some("4".into()), transport: Some("polling".into()), sid: Some("a~b".into()), repeated: false });
+        assert_eq!(Query::parse("sid=%").sid.as_deref(), Some("%"));
+        assert_eq!(Query::parse("sid=a%2").sid.as_deref(), Some("a%2"));
+        assert_eq!(Query::parse("sid=%zz").sid.as_deref(), Some("%zz"));
+        assert_eq!(Query::parse("").sid, None);
+    }
+
+    #[test]
+    fn a_repeated_parameter_is_flagged() {
+        let q = Query::parse("EIO=4&transport=polling&sid=n1~a&sid=n2~b");
+        assert!(q.repeated);
+        assert!(!Query::parse("EIO=4&transport=polling&sid=n1~a&t=1&t=2").repeated);
     }
 }

@@ -13,7 +13,7 @@ pub mod session;
 pub mod sid;
 mod websocket;
 
-pub use self::http::{percent_decode, ErrorCode, PeerAddr, ResponseBody};
+pub use self::http::{is_websocket_upgrade, ErrorCode, PeerAddr, Query, ResponseBody};
 pub use conn::Conn;
 pub use config::{AllowRequest, Cors, EngineConfig, Transports};
 pub use session::{CloseReason, HandshakeRequest, Session, SessionClosed, TransportKind};
@@ -132,6 +132,11 @@ impl Engine {
         for s in sessions {
             s.close(reason);
         }
+    }
+
+    /// Refuses new sessions from now on (403 "Server is shutting down"); open ones go on.
+    pub fn refuse_new_sessions(&self) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
     }
 
     pub fn is_shutting_down(&self) -> bool {

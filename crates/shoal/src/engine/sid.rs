@@ -22,6 +22,12 @@ pub fn owner_of(sid: &str) -> Option<&str> {
     sid.split_once('~').map(|(node, _)| node)
 }
 
+/// True if `id` may name a node: 1 to 64 letters, digits, `-` and `_`. A node id is the
+/// prefix of its sids, travels in URLs and Redis keys, and must not contain `~`.
+pub fn is_valid_node_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// An id that is random enough for the sockets of one namespace (same form, no node).
 pub fn new_socket_id() -> String {
     let mut raw = [0u8; 15];
@@ -48,5 +54,15 @@ mod tests {
         assert_eq!(owner_of(&a), Some("node1"));
         assert_eq!(a.len(), "node1~".len() + 22);
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_~".contains(&c)));
+    }
+
+    #[test]
+    fn node_ids() {
+        assert!(is_valid_node_id("n1"));
+        assert!(is_valid_node_id(&random_node_id()));
+        assert!(is_valid_node_id("eu-west_3"));
+        for bad in ["", "a~b", "a b", "a/b", "ü", &"x".repeat(65)] {
+            assert!(!is_valid_node_id(bad), "{bad:?}");
+        }
     }
 }

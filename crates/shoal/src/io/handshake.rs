@@ -39,11 +39,8 @@ impl Handshake {
                 })
                 .or_insert(value);
         }
-        let mut query = IndexMap::new();
-        for pair in req.uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            query.insert(crate::engine::percent_decode(&k.replace('+', " ")), crate::engine::percent_decode(&v.replace('+', " ")));
-        }
+        let query: IndexMap<String, String> =
+            form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         let issued = req.issued.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let ip = match req.address.ip() {
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(std::net::IpAddr::V6(v6)),

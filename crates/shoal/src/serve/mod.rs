@@ -10,13 +10,13 @@
 
 mod proxy_protocol;
 
+use crate::cluster::TrustedProxies;
 use crate::engine::{Conn, PeerAddr};
 use proxy_protocol::read_proxy_header;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,13 +35,14 @@ pub struct ServeOptions {
     /// connection.
     pub proxy_protocol: bool,
     /// The TCP peers whose PROXY header is believed (default: none). From any other peer
-    /// the header is read and ignored: the peer address stays the socket's.
-    pub trust_proxy: Option<Arc<dyn Fn(IpAddr) -> bool + Send + Sync>>,
+    /// the header is read and ignored: the peer address stays the socket's. Usually
+    /// `io.trusted_proxies().clone()`.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { header_read_timeout: Duration::from_secs(10), max_connections: 100_000, proxy_protocol: false, trust_proxy: None }
+        ServeOptions { header_read_timeout: Duration::from_secs(10), max_connections: 100_000, proxy_protocol: false, trusted_proxies: TrustedProxies::default() }
     }
 }
 
@@ -51,7 +52,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections", &self.max_connections)
             .field("proxy_protocol", &self.proxy_protocol)
-            .field("trust_proxy", &self.trust_proxy.as_ref().map(|_| "Fn"))
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -106,7 +107,7 @@ where
                 match tokio::time::timeout(header_timeout, read_proxy_header(stream)).await {
                     Ok(Ok((stream, replay, source))) => {
                         let stream = Conn::new(stream, replay, Some(Box::new(slot)));
-                        let trusted = options.trust_proxy.as_ref().is_some_and(|trust| trust(peer.ip()));
+                        let trusted = options.trusted_proxies.contains(peer.ip());
                         match source {
                             Some(source) if trusted => (stream, source),
                             Some(source) => {

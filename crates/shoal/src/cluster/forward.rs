@@ -10,8 +10,9 @@
 //! never forwarded again. When the owner is unknown or cannot be reached, the caller
 //! answers "Session ID unknown", so the client reconnects.
 
-use crate::client_addr::{FORWARDED_BY, FORWARDED_CLIENT};
-use crate::cluster::Cluster;
+use super::client_addr::{FORWARDED_BY, FORWARDED_CLIENT};
+use super::membership::Membership;
+use crate::metrics::{NodeMetrics, ReasonLabel, TransportLabel};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -24,15 +25,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// A response body: the engine's own, or one streamed from an owner.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+use super::front::{BoxError, ServiceBody as Body};
 
 /// Time to open a connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,44 +56,30 @@ pub enum Failure {
     Broken,
 }
 
-/// Counters for /metrics.
-#[derive(Default)]
-pub struct ForwardStats {
-    pub polling: AtomicU64,
-    pub websocket: AtomicU64,
-    pub unknown_owner: AtomicU64,
-    pub unreachable: AtomicU64,
-    pub timeout: AtomicU64,
-    pub broken: AtomicU64,
-    pub pipes_open: AtomicI64,
-}
-
-impl ForwardStats {
-    fn failed(&self, failure: Failure) -> Failure {
-        let counter = match failure {
-            Failure::UnknownOwner => &self.unknown_owner,
-            Failure::Unreachable => &self.unreachable,
-            Failure::Timeout => &self.timeout,
-            Failure::Broken => &self.broken,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        failure
+impl Failure {
+    fn label(self) -> &'static str {
+        match self {
+            Failure::UnknownOwner => "unknown_owner",
+            Failure::Unreachable => "unreachable",
+            Failure::Timeout => "timeout",
+            Failure::Broken => "broken",
+        }
     }
 }
 
 pub struct Forwarder {
     /// `<node id> <cluster secret>`, the value of `x-shoal-forwarded`.
     mark: HeaderValue,
-    cluster: Arc<Cluster>,
-    client: Client<HttpConnector, Incoming>,
+    membership: Arc<Membership>,
+    client: Client<HttpConnector, Body>,
     /// Deadline of a forwarded polling request, answer included: a long-polling GET is
     /// answered within a ping interval.
     polling_timeout: Duration,
-    pub stats: Arc<ForwardStats>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Forwarder {
-    pub fn new(node_id: &str, cluster: Arc<Cluster>, polling_timeout: Duration) -> Forwarder {
+    pub(crate) fn new(membership: Arc<Membership>, polling_timeout: Duration, metrics: Arc<NodeMetrics>) -> Forwarder {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -105,29 +89,36 @@ impl Forwarder {
             .pool_timer(TokioTimer::new())
             .build(connector);
         Forwarder {
-            mark: HeaderValue::from_str(&format!("{node_id} {}", cluster.secret())).expect("node ids and secrets are header-safe"),
-            cluster,
+            // Node ids and secrets are checked to be letters, digits, '-' and '_'.
+            mark: HeaderValue::from_str(&format!("{} {}", membership.node_id(), membership.secret())).expect("node ids and secrets are header-safe"),
+            membership,
             client,
             polling_timeout,
-            stats: Arc::new(ForwardStats::default()),
+            metrics,
         }
     }
 
+    fn failed(&self, failure: Failure) -> Failure {
+        self.metrics.forward_failures.get_or_create(&ReasonLabel { reason: failure.label() }).inc();
+        failure
+    }
+
     /// Passes `req` to node `owner` and returns its answer.
-    pub async fn forward(&self, req: Request<Incoming>, owner: &str, client: SocketAddr) -> Result<Response<Body>, Failure> {
-        let Some(address) = self.cluster.address_of(owner).await else {
-            return Err(self.stats.failed(Failure::UnknownOwner));
+    pub async fn forward<B>(&self, req: Request<B>, owner: &str, client: SocketAddr) -> Result<Response<Body>, Failure>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Some(address) = self.membership.address_of(owner).await else {
+            return Err(self.failed(Failure::UnknownOwner));
         };
-        let result = if is_websocket_upgrade(req.headers()) {
-            self.stats.websocket.fetch_add(1, Ordering::Relaxed);
-            self.websocket(req, &address, client).await
-        } else {
-            self.stats.polling.fetch_add(1, Ordering::Relaxed);
-            self.polling(req, &address, client).await
-        };
+        let websocket = is_websocket_upgrade(req.headers());
+        let transport = if websocket { "websocket" } else { "polling" };
+        self.metrics.forwarded.get_or_create(&TransportLabel { transport }).inc();
+        let result = if websocket { self.websocket(req, &address, client).await } else { self.polling(req, &address, client).await };
         result.map_err(|f| {
             tracing::debug!(owner, %address, failure = ?f, "forwarding failed");
-            self.stats.failed(f)
+            self.failed(f)
         })
     }
 
@@ -136,8 +127,13 @@ impl Forwarder {
         headers.insert(HeaderName::from_static(FORWARDED_CLIENT), HeaderValue::from_str(&client.to_string()).expect("an address is header-safe"));
     }
 
-    async fn polling(&self, req: Request<Incoming>, address: &str, client: SocketAddr) -> Result<Response<Body>, Failure> {
+    async fn polling<B>(&self, req: Request<B>, address: &str, client: SocketAddr) -> Result<Response<Body>, Failure>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let (mut parts, body) = req.into_parts();
+        let body: Body = body.map_err(Into::into).boxed_unsync();
         let path = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
         parts.uri = Uri::try_from(format!("http://{address}{path}")).map_err(|_| Failure::UnknownOwner)?;
         parts.version = http::Version::HTTP_11;
@@ -156,7 +152,7 @@ impl Forwarder {
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
 
-    async fn websocket(&self, mut req: Request<Incoming>, address: &str, client: SocketAddr) -> Result<Response<Body>, Failure> {
+    async fn websocket<B>(&self, mut req: Request<B>, address: &str, client: SocketAddr) -> Result<Response<Body>, Failure> {
         let client_side = hyper::upgrade::on(&mut req);
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
             Err(_) => return Err(Failure::Timeout),
@@ -194,7 +190,7 @@ impl Forwarder {
             return Ok(Response::from_parts(parts, body.boxed_unsync()));
         }
         let owner_side = hyper::upgrade::on(&mut res);
-        let counter = PipeCounter::new(self.stats.clone());
+        let counter = PipeCounter::new(self.metrics.clone());
         tokio::spawn(async move {
             let _counter = counter;
             match tokio::try_join!(client_side, owner_side) {
@@ -210,18 +206,18 @@ impl Forwarder {
 }
 
 /// Counts an open pipe for as long as it lives.
-struct PipeCounter(Arc<ForwardStats>);
+struct PipeCounter(Arc<NodeMetrics>);
 
 impl PipeCounter {
-    fn new(stats: Arc<ForwardStats>) -> PipeCounter {
-        stats.pipes_open.fetch_add(1, Ordering::Relaxed);
-        PipeCounter(stats)
+    fn new(metrics: Arc<NodeMetrics>) -> PipeCounter {
+        metrics.forwarded_websockets.inc();
+        PipeCounter(metrics)
     }
 }
 
 impl Drop for PipeCounter {
     fn drop(&mut self) {
-        self.0.pipes_open.fetch_sub(1, Ordering::Relaxed);
+        self.0.forwarded_websockets.dec();
     }
 }
 
@@ -248,9 +244,7 @@ where
     }
 }
 
-fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
+use crate::engine::is_websocket_upgrade;
 
 /// Removes the headers that describe one connection, not the request (RFC 9110 7.6.1).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

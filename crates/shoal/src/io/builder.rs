@@ -1,0 +1,264 @@
+//! [`ServerBuilder`]: every setting of a server with its default, `build` for a single
+//! node and `start` for a node that joins a cluster.
+
+use super::engine_handler::{ConnectDeadlines, Handler};
+use super::server::ServerConfig;
+use super::{Server, ServerShared};
+use crate::adapter::{AdapterFactory, RecoveryOptions};
+use crate::cluster::{Front, TrustedProxies};
+use crate::engine::{AllowRequest, Cors, Engine, EngineConfig, Transports};
+use crate::metrics::NodeMetrics;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+/// Settings of a [`Server`], with the official defaults.
+pub struct ServerBuilder {
+    engine: EngineConfig,
+    recovery: Option<RecoveryOptions>,
+    connect_timeout: Duration,
+    max_attachments: usize,
+    adapter: AdapterFactory,
+    trusted_proxies: TrustedProxies,
+    #[cfg(feature = "redis")]
+    cluster: Option<crate::cluster::ClusterOptions>,
+}
+
+/// Why a server could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartError {
+    /// A setting is invalid (e.g. a node id with characters a sid cannot carry).
+    Config(String),
+    /// The cluster could not be joined: Redis unreachable, or the node id is in use by
+    /// a live node.
+    Cluster(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(why) => write!(f, "invalid configuration: {why}"),
+            StartError::Cluster(why) => write!(f, "cannot join the cluster: {why}"),
+        }
+    }
+}
+impl std::error::Error for StartError {}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            engine: EngineConfig { path: "/socket.io/".into(), ..EngineConfig::default() },
+            recovery: None,
+            connect_timeout: Duration::from_secs(45),
+            max_attachments: 10,
+            adapter: crate::adapter::memory(),
+            trusted_proxies: TrustedProxies::default(),
+            #[cfg(feature = "redis")]
+            cluster: None,
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// URL path (default `/socket.io/`).
+    pub fn path(mut self, path: &str) -> Self {
+        let mut p = path.trim_end_matches('/').to_owned();
+        if !p.starts_with('/') {
+            p.insert(0, '/');
+        }
+        p.push('/');
+        self.engine.path = p;
+        self
+    }
+    /// Default 25 s.
+    pub fn ping_interval(mut self, d: Duration) -> Self {
+        self.engine.ping_interval = d;
+        self
+    }
+    /// Default 20 s.
+    pub fn ping_timeout(mut self, d: Duration) -> Self {
+        self.engine.ping_timeout = d;
+        self
+    }
+    /// Largest message a client may send, in bytes (default 1 MB).
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.engine.max_payload = bytes;
+        self
+    }
+    /// Default: polling and WebSocket.
+    pub fn transports(mut self, t: Transports) -> Self {
+        self.engine.transports = t;
+        self
+    }
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.engine.cors = Some(cors);
+        self
+    }
+    /// A hook that may refuse a handshake (403 with its message).
+    pub fn allow_request(mut self, f: impl Fn(&http::request::Parts) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        let f: AllowRequest = Arc::new(f);
+        self.engine.allow_request = Some(f);
+        self
+    }
+    /// Time a new session has to join a namespace (default 45 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+    /// Most binary attachments one packet may announce (default 10).
+    pub fn max_attachments(mut self, n: usize) -> Self {
+        self.max_attachments = n;
+        self
+    }
+    /// Bytes that may wait for one slow client before it is dropped (default 8 MiB).
+    pub fn max_buffered_bytes(mut self, n: usize) -> Self {
+        self.engine.max_buffered_bytes = n;
+        self
+    }
+    /// Most open sessions on this node; more handshakes get 403 (default 100,000).
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.engine.max_sessions = n;
+        self
+    }
+    /// Longest time a polling POST body may take to arrive (default 10 s).
+    pub fn request_body_timeout(mut self, d: Duration) -> Self {
+        self.engine.request_body_timeout = d;
+        self
+    }
+    /// Upgrade deadline (default 10 s).
+    pub fn upgrade_timeout(mut self, d: Duration) -> Self {
+        self.engine.upgrade_timeout = d;
+        self
+    }
+    /// This node's id: the prefix of every session id (default: random).
+    pub fn node_id(mut self, id: &str) -> Self {
+        self.engine.node_id = id.to_owned();
+        self
+    }
+    /// Turns on connection state recovery: a client that comes back within
+    /// `max_disconnection_duration` gets its socket id, rooms, data and missed events.
+    pub fn connection_state_recovery(mut self, options: RecoveryOptions) -> Self {
+        self.recovery = Some(options);
+        self
+    }
+    pub fn adapter(mut self, factory: AdapterFactory) -> Self {
+        self.adapter = factory;
+        self
+    }
+    pub fn engine_config(&self) -> &EngineConfig {
+        &self.engine
+    }
+
+    /// Proxies and balancers whose `X-Forwarded-For`, `Forwarded` and PROXY protocol
+    /// headers give the client's address (`handshake.address`). Default: none, so
+    /// those headers are ignored and the client is the TCP peer.
+    pub fn trusted_proxies(mut self, trusted: TrustedProxies) -> Self {
+        self.trusted_proxies = trusted;
+        self
+    }
+
+    /// Makes this node one of a cluster: the Redis adapter on `options.redis` (so any
+    /// node emits to any socket), membership in Redis (registration, renewal, id clash
+    /// refusal, graceful leave) and forwarding of requests for other nodes' sessions to
+    /// their owner, so that any balancer works without sticky sessions. Call
+    /// [`ServerBuilder::start`] (not `build`) to join.
+    #[cfg(feature = "redis")]
+    pub fn cluster(mut self, options: crate::cluster::ClusterOptions) -> Self {
+        let adapter_options = crate::adapter::redis::RedisOptions {
+            key: options.key.clone(),
+            requests_timeout: options.requests_timeout,
+            ..Default::default()
+        };
+        self.adapter = crate::adapter::redis::factory(options.redis.clone(), adapter_options);
+        self.cluster = Some(options);
+        self
+    }
+
+    /// Builds a single node (no cluster), ready to serve.
+    ///
+    /// # Panics
+    /// If [`ServerBuilder::cluster`] was called (a cluster node must join the membership:
+    /// use `start().await`), or the node id is not 1-64 letters, digits, `-` or `_`.
+    pub fn build(self) -> Server {
+        #[cfg(feature = "redis")]
+        assert!(self.cluster.is_none(), "a cluster node joins the membership on start: call `ServerBuilder::start().await` instead of `build()`");
+        if let Err(e) = self.check() {
+            panic!("{e}");
+        }
+        let (server, _) = self.assemble();
+        let front = Front::new(server.engine().clone(), server.shared.config_trusted(), server.shared.metrics.clone());
+        let _ = server.shared.front.set(Arc::new(front));
+        server
+    }
+
+    /// Starts the node: checks the settings and, with [`ServerBuilder::cluster`], joins
+    /// the cluster (refusing a node id a live node holds) and starts forwarding. Works
+    /// without a cluster too.
+    pub async fn start(self) -> Result<Server, StartError> {
+        self.check()?;
+        let (server, cluster) = self.assemble();
+        let shared = &server.shared;
+        #[allow(unused_mut)]
+        let mut front = Front::new(server.engine().clone(), shared.config_trusted(), shared.metrics.clone());
+        #[cfg(feature = "redis")]
+        if let Some(options) = cluster {
+            let config = server.engine().config();
+            let cluster_front = crate::cluster::join(&options, config, shared.metrics.clone()).await.map_err(StartError::Cluster)?;
+            front = front.with_cluster(cluster_front);
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = cluster;
+        let _ = shared.front.set(Arc::new(front));
+        Ok(server)
+    }
+
+    fn check(&self) -> Result<(), StartError> {
+        let id = &self.engine.node_id;
+        if !crate::engine::sid::is_valid_node_id(id) {
+            return Err(StartError::Config(format!("node id {id:?}: use 1 to 64 letters, digits, '-' and '_'")));
+        }
+        #[cfg(feature = "redis")]
+        if let Some(c) = &self.cluster {
+            if c.advertise.is_empty() || c.advertise.parse::<http::uri::Authority>().is_err() {
+                return Err(StartError::Config(format!("advertise address {:?}: use host:port", c.advertise)));
+            }
+            if c.membership_ttl < Duration::from_secs(1) {
+                return Err(StartError::Config("membership ttl: at least 1 s".into()));
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "redis")]
+    fn assemble(self) -> (Server, Option<crate::cluster::ClusterOptions>) {
+        let cluster = self.cluster.clone();
+        (self.assemble_server(cluster.is_some()), cluster)
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn assemble(self) -> (Server, Option<()>) {
+        (self.assemble_server(false), None)
+    }
+
+    fn assemble_server(self, clustered: bool) -> Server {
+        let shared = Arc::new(ServerShared {
+            config: ServerConfig {
+                recovery: self.recovery,
+                connect_timeout: self.connect_timeout,
+                max_attachments: self.max_attachments,
+                adapter: self.adapter,
+                trusted_proxies: self.trusted_proxies,
+            },
+            namespaces: RwLock::new(HashMap::new()),
+            dynamic: RwLock::new(Vec::new()),
+            engine: OnceLock::new(),
+            connect_deadlines: ConnectDeadlines::default(),
+            front: OnceLock::new(),
+            metrics: Arc::new(NodeMetrics::new(clustered)),
+        });
+        let handler = Arc::new(Handler { server: Arc::downgrade(&shared) });
+        let _ = shared.engine.set(Engine::new(self.engine, handler));
+        shared.of("/");
+        Server { shared }
+    }
+}

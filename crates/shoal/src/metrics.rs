@@ -1,0 +1,96 @@
+//! The node's counters and gauges, in the Prometheus / OpenMetrics text format (the
+//! `prometheus-client` crate writes it, label values escaped). The layers that count
+//! (the cluster front, the forwarder) hold clones of these handles and bump them; the
+//! gauges that are a snapshot (sessions, sockets, cluster members) are set when the
+//! text is asked for. [`crate::Server::metrics_text`] is the way in.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FromLabel {
+    pub from: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TransportLabel {
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct NspLabel {
+    pub nsp: String,
+}
+
+/// Every metric of one node.
+pub(crate) struct NodeMetrics {
+    registry: Registry,
+    pub sessions: Gauge,
+    pub sockets: Family<NspLabel, Gauge>,
+    pub requests_received: Counter,
+    pub requests_served: Family<FromLabel, Counter>,
+    pub engine_errors: Counter,
+    pub cluster_nodes: Gauge,
+    pub forwarded: Family<TransportLabel, Counter>,
+    pub forward_failures: Family<ReasonLabel, Counter>,
+    pub forwarded_websockets: Gauge,
+}
+
+impl NodeMetrics {
+    pub fn new(clustered: bool) -> NodeMetrics {
+        let mut m = NodeMetrics {
+            registry: Registry::default(),
+            sessions: Gauge::default(),
+            sockets: Family::default(),
+            requests_received: Counter::default(),
+            requests_served: Family::default(),
+            engine_errors: Counter::default(),
+            cluster_nodes: Gauge::default(),
+            forwarded: Family::default(),
+            forward_failures: Family::default(),
+            forwarded_websockets: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register("shoal_sessions", "Open Engine.IO sessions on this node", m.sessions.clone());
+        r.register("shoal_sockets", "Connected sockets on this node, by namespace", m.sockets.clone());
+        r.register("shoal_requests_received", "Engine.IO requests from clients or balancers (served here or forwarded)", m.requests_received.clone());
+        r.register("shoal_requests_served", "Engine.IO requests this node's engine answered, by origin", m.requests_served.clone());
+        r.register("shoal_engine_errors", "Engine.IO error answers (Session ID unknown, Bad request, ...)", m.engine_errors.clone());
+        for from in ["client", "peer"] {
+            let _ = m.requests_served.get_or_create(&FromLabel { from });
+        }
+        if clustered {
+            r.register("shoal_cluster_nodes", "Nodes in this node's view of the cluster (itself included)", m.cluster_nodes.clone());
+            r.register("shoal_forwarded_requests", "Requests passed to the node that owns their session", m.forwarded.clone());
+            r.register("shoal_forward_failures", "Requests that could not be forwarded (answered Session ID unknown)", m.forward_failures.clone());
+            r.register("shoal_forwarded_websockets", "Open WebSocket connections piped to their owner", m.forwarded_websockets.clone());
+            // Every series exists from the start, so a rate over it is defined.
+            for transport in ["polling", "websocket"] {
+                let _ = m.forwarded.get_or_create(&TransportLabel { transport });
+            }
+            for reason in ["unknown_owner", "unreachable", "timeout", "broken"] {
+                let _ = m.forward_failures.get_or_create(&ReasonLabel { reason });
+            }
+        }
+        m
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The content type of [`NodeMetrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
