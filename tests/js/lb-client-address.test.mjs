@@ -9,7 +9,7 @@ import http from "node:http";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { io } from "socket.io-client";
-import { agentFrom, startCluster, startHaproxy, startNginx, whoami } from "./lib/lb.mjs";
+import { agentFrom, startCluster, startHaproxy, startNginx, whoami, NODE_KINDS } from "./lib/lb.mjs";
 
 const TRANSPORTS = [
   { name: "polling", opts: { transports: ["polling"] } },
@@ -94,78 +94,80 @@ async function addressOverRawHandshake(node, localAddress, prefix, headers = "")
   return JSON.parse(m[1]).address;
 }
 
-describe("client addresses", () => {
-  let cluster;
-  before(async () => {
-    cluster = await startCluster({ count: 3, args: ["--trusted-proxies", "127.0.0.1", "--proxy-protocol"] });
-  });
-  after(async () => {
-    await cluster?.stop();
-  });
+for (const kind of NODE_KINDS) {
+  describe(`client addresses (${kind.name})`, () => {
+    let cluster;
+    before(async () => {
+      cluster = await startCluster({ bin: kind.bin, count: 3, args: ["--trusted-proxies", "127.0.0.1", "--proxy-protocol"] });
+    });
+    after(async () => {
+      await cluster?.stop();
+    });
 
-  test("through nginx (X-Forwarded-For), every transport", async () => {
-    const nginx = await startNginx("shoal-round-robin.conf", cluster.nodes);
-    try {
-      let host = 10;
-      for (const t of TRANSPORTS) {
-        for (let k = 0; k < 3; k++) {
-          const ip = `127.0.0.${host++}`;
-          const me = await addressSeen(nginx.url, ip, t.opts);
-          assert.equal(me.address, ip, `${t.name} client from ${ip} seen as ${me.address} (on ${me.node})`);
+    test("through nginx (X-Forwarded-For), every transport", async () => {
+      const nginx = await startNginx("shoal-round-robin.conf", cluster.nodes);
+      try {
+        let host = 10;
+        for (const t of TRANSPORTS) {
+          for (let k = 0; k < 3; k++) {
+            const ip = `127.0.0.${host++}`;
+            const me = await addressSeen(nginx.url, ip, t.opts);
+            assert.equal(me.address, ip, `${t.name} client from ${ip} seen as ${me.address} (on ${me.node})`);
+          }
         }
+        // A client that forges X-Forwarded-For through the balancer: nginx appends the
+        // real address, and that is the one the node takes.
+        const me = await addressSeen(nginx.url, "127.0.0.30", { transports: ["polling"], extraHeaders: { "X-Forwarded-For": "6.6.6.6" } });
+        assert.equal(me.address, "127.0.0.30");
+      } finally {
+        await nginx.stop();
       }
-      // A client that forges X-Forwarded-For through the balancer: nginx appends the
-      // real address, and that is the one the node takes.
-      const me = await addressSeen(nginx.url, "127.0.0.30", { transports: ["polling"], extraHeaders: { "X-Forwarded-For": "6.6.6.6" } });
-      assert.equal(me.address, "127.0.0.30");
-    } finally {
-      await nginx.stop();
-    }
-  });
+    });
 
-  test("through HAProxy with the PROXY protocol v2, every transport", async () => {
-    // No X-Forwarded-For at all: the address comes from the PROXY header only.
-    const haproxy = await startHaproxy("shoal-round-robin.cfg", cluster.nodes, (c) =>
-      c.replace(/^\s*option forwardfor\s*$/m, "").replace(/(server n\d .*)$/gm, "$1 send-proxy-v2"));
-    try {
-      let host = 40;
-      for (const t of TRANSPORTS) {
-        for (let k = 0; k < 3; k++) {
-          const ip = `127.0.0.${host++}`;
-          const me = await addressSeen(haproxy.url, ip, t.opts);
-          assert.equal(me.address, ip, `${t.name} client from ${ip} seen as ${me.address} (on ${me.node})`);
+    test("through HAProxy with the PROXY protocol v2, every transport", async () => {
+      // No X-Forwarded-For at all: the address comes from the PROXY header only.
+      const haproxy = await startHaproxy("shoal-round-robin.cfg", cluster.nodes, (c) =>
+        c.replace(/^\s*option forwardfor\s*$/m, "").replace(/(server n\d .*)$/gm, "$1 send-proxy-v2"));
+      try {
+        let host = 40;
+        for (const t of TRANSPORTS) {
+          for (let k = 0; k < 3; k++) {
+            const ip = `127.0.0.${host++}`;
+            const me = await addressSeen(haproxy.url, ip, t.opts);
+            assert.equal(me.address, ip, `${t.name} client from ${ip} seen as ${me.address} (on ${me.node})`);
+          }
         }
+      } finally {
+        await haproxy.stop();
       }
-    } finally {
-      await haproxy.stop();
-    }
-  });
+    });
 
-  test("PROXY protocol v1 from a trusted proxy is believed, from anyone else ignored", async () => {
-    const node = cluster.nodes[0];
-    const v1 = (src) => Buffer.from(`PROXY TCP4 ${src} 127.0.0.1 40000 ${node.port}\r\n`);
-    assert.equal(await addressOverRawHandshake(node, "127.0.0.1", v1("203.0.113.7")), "203.0.113.7");
-    assert.equal(await addressOverRawHandshake(node, "127.0.0.60", v1("203.0.113.8")), "127.0.0.60");
-    // Without a PROXY header the same listener serves plain HTTP.
-    assert.equal(await addressOverRawHandshake(node, "127.0.0.61", Buffer.alloc(0)), "127.0.0.61");
-  });
+    test("PROXY protocol v1 from a trusted proxy is believed, from anyone else ignored", async () => {
+      const node = cluster.nodes[0];
+      const v1 = (src) => Buffer.from(`PROXY TCP4 ${src} 127.0.0.1 40000 ${node.port}\r\n`);
+      assert.equal(await addressOverRawHandshake(node, "127.0.0.1", v1("203.0.113.7")), "203.0.113.7");
+      assert.equal(await addressOverRawHandshake(node, "127.0.0.60", v1("203.0.113.8")), "127.0.0.60");
+      // Without a PROXY header the same listener serves plain HTTP.
+      assert.equal(await addressOverRawHandshake(node, "127.0.0.61", Buffer.alloc(0)), "127.0.0.61");
+    });
 
-  test("forged forwarding headers from an untrusted peer are ignored", async () => {
-    for (const t of TRANSPORTS) {
-      const me = await addressSeen(cluster.nodes[1].url, "127.0.0.70", {
-        ...t.opts,
-        extraHeaders: {
-          "X-Forwarded-For": "6.6.6.6",
-          Forwarded: "for=6.6.6.7",
-          "X-Shoal-Forwarded": "n1",
-          "X-Shoal-Client": "6.6.6.8:1234",
-        },
-      });
-      assert.equal(me.address, "127.0.0.70", `${t.name}: seen as ${me.address}`);
-    }
-    // Even from a trusted proxy's address, the address a node vouches for needs the
-    // cluster's secret: a balancer that passes the headers through cannot be abused.
-    const forged = "X-Shoal-Forwarded: n1 not-the-secret\r\nX-Shoal-Client: 6.6.6.8:1234\r\n";
-    assert.equal(await addressOverRawHandshake(cluster.nodes[2], "127.0.0.1", Buffer.alloc(0), forged), "127.0.0.1");
+    test("forged forwarding headers from an untrusted peer are ignored", async () => {
+      for (const t of TRANSPORTS) {
+        const me = await addressSeen(cluster.nodes[1].url, "127.0.0.70", {
+          ...t.opts,
+          extraHeaders: {
+            "X-Forwarded-For": "6.6.6.6",
+            Forwarded: "for=6.6.6.7",
+            "X-Shoal-Forwarded": "n1",
+            "X-Shoal-Client": "6.6.6.8:1234",
+          },
+        });
+        assert.equal(me.address, "127.0.0.70", `${t.name}: seen as ${me.address}`);
+      }
+      // Even from a trusted proxy's address, the address a node vouches for needs the
+      // cluster's secret: a balancer that passes the headers through cannot be abused.
+      const forged = "X-Shoal-Forwarded: n1 not-the-secret\r\nX-Shoal-Client: 6.6.6.8:1234\r\n";
+      assert.equal(await addressOverRawHandshake(cluster.nodes[2], "127.0.0.1", Buffer.alloc(0), forged), "127.0.0.1");
+    });
   });
-});
+}

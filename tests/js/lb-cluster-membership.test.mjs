@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { sleep } from "./lib/server.mjs";
-import { metrics, startCluster } from "./lib/lb.mjs";
+import { metrics, startCluster, NODE_KINDS } from "./lib/lb.mjs";
 
 const TTL_MS = 2000;
 
@@ -24,39 +24,41 @@ async function waitView(nodes, expected, ms) {
   }
 }
 
-describe("cluster membership", () => {
-  let cluster;
-  before(async () => {
-    cluster = await startCluster({ count: 3, args: ["--membership-ttl", String(TTL_MS)] });
-  });
-  after(async () => {
-    await cluster?.stop();
-  });
+for (const kind of NODE_KINDS) {
+  describe(`cluster membership (${kind.name})`, () => {
+    let cluster;
+    before(async () => {
+      cluster = await startCluster({ bin: kind.bin, count: 3, args: ["--membership-ttl", String(TTL_MS)] });
+    });
+    after(async () => {
+      await cluster?.stop();
+    });
 
-  test("every node sees the three", async () => {
-    await waitView(cluster.nodes, 3, TTL_MS);
+    test("every node sees the three", async () => {
+      await waitView(cluster.nodes, 3, TTL_MS);
+    });
+
+    test("a node id held by a live node is refused at start-up", async () => {
+      await assert.rejects(cluster.startNode("n1"), /node id "n1" is already in use in the cluster by a running node/);
+      await waitView(cluster.nodes, 3, TTL_MS);
+    });
+
+    test("a node that shuts down leaves at once; one that dies, when its registration expires", async () => {
+      const [n1, n2, n3] = cluster.nodes;
+      await n3.stop();
+      await waitView([n1, n2], 2, TTL_MS / 2 + 500);
+
+      await n2.kill();
+      // A restart right after the crash takes the stale registration over.
+      const again = await cluster.startNode("n2");
+      cluster.nodes.push(again);
+      await waitView([n1, again], 2, TTL_MS);
+      assert.match(again.proc.log, /took over the registration/);
+
+      await again.kill();
+      const killedAt = Date.now();
+      await waitView([n1], 1, 2 * TTL_MS);
+      assert.ok(Date.now() - killedAt >= TTL_MS / 2, "left only once its registration expired");
+    });
   });
-
-  test("a node id held by a live node is refused at start-up", async () => {
-    await assert.rejects(cluster.startNode("n1"), /node id "n1" is already in use in the cluster by a running node/);
-    await waitView(cluster.nodes, 3, TTL_MS);
-  });
-
-  test("a node that shuts down leaves at once; one that dies, when its registration expires", async () => {
-    const [n1, n2, n3] = cluster.nodes;
-    await n3.stop();
-    await waitView([n1, n2], 2, TTL_MS / 2 + 500);
-
-    await n2.kill();
-    // A restart right after the crash takes the stale registration over.
-    const again = await cluster.startNode("n2");
-    cluster.nodes.push(again);
-    await waitView([n1, again], 2, TTL_MS);
-    assert.match(again.proc.log, /took over the registration/);
-
-    await again.kill();
-    const killedAt = Date.now();
-    await waitView([n1], 1, 2 * TTL_MS);
-    assert.ok(Date.now() - killedAt >= TTL_MS / 2, "left only once its registration expired");
-  });
-});
+}

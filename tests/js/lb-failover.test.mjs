@@ -7,90 +7,92 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { io } from "socket.io-client";
 import { sleep } from "./lib/server.mjs";
-import { metrics, startCluster, startNginx, whoami } from "./lib/lb.mjs";
+import { metrics, startCluster, startNginx, whoami, NODE_KINDS } from "./lib/lb.mjs";
 
 const PER_KIND = 30;
 
-describe("owner node killed", () => {
-  let cluster;
-  let nginx;
-  const clients = [];
-  before(async () => {
-    cluster = await startCluster({ count: 3, args: ["--trusted-proxies", "127.0.0.1"], pingInterval: 5000, pingTimeout: 5000 });
-    nginx = await startNginx("shoal-round-robin.conf", cluster.nodes);
+for (const kind of NODE_KINDS) {
+  describe(`owner node killed (${kind.name})`, () => {
+    let cluster;
+    let nginx;
+    const clients = [];
+    before(async () => {
+      cluster = await startCluster({ bin: kind.bin, count: 3, args: ["--trusted-proxies", "127.0.0.1"], pingInterval: 5000, pingTimeout: 5000 });
+      nginx = await startNginx("shoal-round-robin.conf", cluster.nodes);
+    });
+    after(async () => {
+      for (const c of clients) c.socket.disconnect();
+      await nginx?.stop();
+      await cluster?.stop();
+    });
+
+    test("its clients get an error, reconnect to the other nodes and work there", { timeout: 60_000 }, async () => {
+      for (let i = 0; i < 2 * PER_KIND; i++) {
+        const polling = i % 2 === 0;
+        const socket = io(nginx.url, {
+          forceNew: true,
+          reconnectionDelay: 100,
+          reconnectionDelayMax: 1000,
+          randomizationFactor: 0,
+          ...(polling ? { transports: ["polling"] } : {}),
+        });
+        const c = { i, kind: polling ? "polling" : "upgrade", socket, owners: [], disconnects: [], connectErrors: 0 };
+        socket.on("connect", async () => {
+          try {
+            c.owners.push((await whoami(socket)).node);
+          } catch (e) {
+            c.owners.push(`whoami failed: ${e.message}`);
+          }
+        });
+        socket.on("disconnect", (reason) => c.disconnects.push(reason));
+        socket.on("connect_error", () => c.connectErrors++);
+        clients.push(c);
+      }
+      const deadline = Date.now() + 15_000;
+      while (clients.some((c) => c.owners.length === 0) && Date.now() < deadline) await sleep(50);
+      assert.ok(clients.every((c) => c.owners.length === 1), "every client connected once");
+      await sleep(1000); // the upgrades
+      const victim = cluster.nodes[1];
+      const survivors = cluster.nodes.filter((n) => n !== victim);
+      const victims = clients.filter((c) => c.owners[0] === victim.id);
+      assert.ok(victims.some((c) => c.kind === "polling") && victims.some((c) => c.kind === "upgrade"), `sessions on ${victim.id}: ${victims.length}`);
+
+      const killedAt = Date.now();
+      await victim.kill();
+
+      // Every client ends up connected to a surviving node.
+      const settled = () => clients.every((c) => c.socket.connected && c.owners.length > 0 && c.owners.at(-1) !== victim.id && !c.owners.at(-1).startsWith("whoami"));
+      while (!settled() && Date.now() - killedAt < 20_000) await sleep(100);
+      const back = Date.now() - killedAt;
+      const stuck = clients.filter((c) => !c.socket.connected || c.owners.at(-1) === victim.id);
+      assert.ok(settled(), `not back after 20 s: ${stuck.map((c) => `${c.kind} #${c.i} owners=${c.owners}`).join("; ")}`);
+
+      for (const c of victims) {
+        assert.ok(c.disconnects.length >= 1, `${c.kind} #${c.i} on ${victim.id} never noticed`);
+        assert.ok(["transport error", "transport close", "ping timeout"].includes(c.disconnects[0]), `${c.kind} #${c.i}: ${c.disconnects[0]}`);
+        assert.ok(survivors.some((n) => n.id === c.owners.at(-1)), `${c.kind} #${c.i} now on ${c.owners.at(-1)}`);
+      }
+      // The clean error: the survivors answered the dead owner's sessions "Session ID unknown".
+      const m = await Promise.all(survivors.map(metrics));
+      const failed = m.reduce((s, x) => s + ["unknown_owner", "unreachable", "broken"].reduce((a, r) => a + (x[`shoal_forward_failures_total{reason="${r}"}`] ?? 0), 0), 0);
+      assert.ok(failed > 0, "the survivors could not forward to the dead owner and said so");
+      // And everyone works: an echo from every client.
+      const echoes = await Promise.all(clients.map((c) => c.socket.timeout(5000).emitWithAck("echo", c.i)));
+      assert.deepEqual(echoes, clients.map((c) => c.i));
+
+      const others = clients.filter((c) => c.owners[0] !== victim.id);
+      const othersReconnected = others.filter((c) => c.disconnects.length > 0);
+      console.log(
+        `killed ${victim.id} with ${victims.length} of ${clients.length} sessions; all back in ${back} ms; ` +
+          `${othersReconnected.length} clients of other nodes reconnected too (their WebSocket was piped through ${victim.id}): ` +
+          othersReconnected.map((c) => `${c.kind}:${c.disconnects[0]}`).join(", "),
+      );
+      // Polling clients of the survivors depend on the dead node only for the requests it
+      // was carrying at that instant (nginx retries a refused connection elsewhere), so
+      // few of them may notice at all.
+      const pollingOthers = others.filter((c) => c.kind === "polling");
+      const pollingOthersDropped = othersReconnected.filter((c) => c.kind === "polling");
+      assert.ok(pollingOthersDropped.length <= pollingOthers.length / 4, `polling clients of live nodes dropped: ${pollingOthersDropped.length} of ${pollingOthers.length}`);
+    });
   });
-  after(async () => {
-    for (const c of clients) c.socket.disconnect();
-    await nginx?.stop();
-    await cluster?.stop();
-  });
-
-  test("its clients get an error, reconnect to the other nodes and work there", { timeout: 60_000 }, async () => {
-    for (let i = 0; i < 2 * PER_KIND; i++) {
-      const polling = i % 2 === 0;
-      const socket = io(nginx.url, {
-        forceNew: true,
-        reconnectionDelay: 100,
-        reconnectionDelayMax: 1000,
-        randomizationFactor: 0,
-        ...(polling ? { transports: ["polling"] } : {}),
-      });
-      const c = { i, kind: polling ? "polling" : "upgrade", socket, owners: [], disconnects: [], connectErrors: 0 };
-      socket.on("connect", async () => {
-        try {
-          c.owners.push((await whoami(socket)).node);
-        } catch (e) {
-          c.owners.push(`whoami failed: ${e.message}`);
-        }
-      });
-      socket.on("disconnect", (reason) => c.disconnects.push(reason));
-      socket.on("connect_error", () => c.connectErrors++);
-      clients.push(c);
-    }
-    const deadline = Date.now() + 15_000;
-    while (clients.some((c) => c.owners.length === 0) && Date.now() < deadline) await sleep(50);
-    assert.ok(clients.every((c) => c.owners.length === 1), "every client connected once");
-    await sleep(1000); // the upgrades
-    const victim = cluster.nodes[1];
-    const survivors = cluster.nodes.filter((n) => n !== victim);
-    const victims = clients.filter((c) => c.owners[0] === victim.id);
-    assert.ok(victims.some((c) => c.kind === "polling") && victims.some((c) => c.kind === "upgrade"), `sessions on ${victim.id}: ${victims.length}`);
-
-    const killedAt = Date.now();
-    await victim.kill();
-
-    // Every client ends up connected to a surviving node.
-    const settled = () => clients.every((c) => c.socket.connected && c.owners.length > 0 && c.owners.at(-1) !== victim.id && !c.owners.at(-1).startsWith("whoami"));
-    while (!settled() && Date.now() - killedAt < 20_000) await sleep(100);
-    const back = Date.now() - killedAt;
-    const stuck = clients.filter((c) => !c.socket.connected || c.owners.at(-1) === victim.id);
-    assert.ok(settled(), `not back after 20 s: ${stuck.map((c) => `${c.kind} #${c.i} owners=${c.owners}`).join("; ")}`);
-
-    for (const c of victims) {
-      assert.ok(c.disconnects.length >= 1, `${c.kind} #${c.i} on ${victim.id} never noticed`);
-      assert.ok(["transport error", "transport close", "ping timeout"].includes(c.disconnects[0]), `${c.kind} #${c.i}: ${c.disconnects[0]}`);
-      assert.ok(survivors.some((n) => n.id === c.owners.at(-1)), `${c.kind} #${c.i} now on ${c.owners.at(-1)}`);
-    }
-    // The clean error: the survivors answered the dead owner's sessions "Session ID unknown".
-    const m = await Promise.all(survivors.map(metrics));
-    const failed = m.reduce((s, x) => s + ["unknown_owner", "unreachable", "broken"].reduce((a, r) => a + (x[`shoal_forward_failures_total{reason="${r}"}`] ?? 0), 0), 0);
-    assert.ok(failed > 0, "the survivors could not forward to the dead owner and said so");
-    // And everyone works: an echo from every client.
-    const echoes = await Promise.all(clients.map((c) => c.socket.timeout(5000).emitWithAck("echo", c.i)));
-    assert.deepEqual(echoes, clients.map((c) => c.i));
-
-    const others = clients.filter((c) => c.owners[0] !== victim.id);
-    const othersReconnected = others.filter((c) => c.disconnects.length > 0);
-    console.log(
-      `killed ${victim.id} with ${victims.length} of ${clients.length} sessions; all back in ${back} ms; ` +
-        `${othersReconnected.length} clients of other nodes reconnected too (their WebSocket was piped through ${victim.id}): ` +
-        othersReconnected.map((c) => `${c.kind}:${c.disconnects[0]}`).join(", "),
-    );
-    // Polling clients of the survivors depend on the dead node only for the requests it
-    // was carrying at that instant (nginx retries a refused connection elsewhere), so
-    // few of them may notice at all.
-    const pollingOthers = others.filter((c) => c.kind === "polling");
-    const pollingOthersDropped = othersReconnected.filter((c) => c.kind === "polling");
-    assert.ok(pollingOthersDropped.length <= pollingOthers.length / 4, `polling clients of live nodes dropped: ${pollingOthersDropped.length} of ${pollingOthers.length}`);
-  });
-});
+}

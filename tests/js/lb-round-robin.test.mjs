@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { metrics, nginxStatuses, runLoad, startCluster, startHaproxy, startNginx, summary } from "./lib/lb.mjs";
+import { metrics, nginxStatuses, runLoad, startCluster, startHaproxy, startNginx, summary, NODE_KINDS } from "./lib/lb.mjs";
 
 const CLIENTS_PER_KIND = 200;
 const DURATION_MS = 20_000;
@@ -65,33 +65,35 @@ async function checkRoundRobin(cluster, balancer) {
   return r;
 }
 
-describe("round-robin load balancing without sticky sessions", () => {
-  let cluster;
-  before(async () => {
-    cluster = await startCluster({ count: 3, args: ["--trusted-proxies", "127.0.0.1"] });
-  });
-  after(async () => {
-    await cluster?.stop();
-  });
+for (const kind of NODE_KINDS) {
+  describe(`round-robin load balancing without sticky sessions (${kind.name})`, () => {
+    let cluster;
+    before(async () => {
+      cluster = await startCluster({ bin: kind.bin, count: 3, args: ["--trusted-proxies", "127.0.0.1"] });
+    });
+    after(async () => {
+      await cluster?.stop();
+    });
 
-  test("behind nginx: 200 polling + 200 upgrading clients for 20 s", { timeout: 90_000 }, async () => {
-    const nginx = await startNginx("shoal-round-robin.conf", cluster.nodes);
-    try {
-      await checkRoundRobin(cluster, nginx);
-      const statuses = nginxStatuses(nginx);
-      const bad = Object.entries(statuses).filter(([s]) => !["200", "101"].includes(s));
-      assert.deepEqual(bad, [], `nginx answered ${JSON.stringify(statuses)}`);
-    } finally {
-      await nginx.stop();
-    }
-  });
+    test("behind nginx: 200 polling + 200 upgrading clients for 20 s", { timeout: 90_000 }, async () => {
+      const nginx = await startNginx("shoal-round-robin.conf", cluster.nodes);
+      try {
+        await checkRoundRobin(cluster, nginx);
+        const statuses = nginxStatuses(nginx);
+        const bad = Object.entries(statuses).filter(([s]) => !["200", "101"].includes(s));
+        assert.deepEqual(bad, [], `nginx answered ${JSON.stringify(statuses)}`);
+      } finally {
+        await nginx.stop();
+      }
+    });
 
-  test("behind HAProxy: 200 polling + 200 upgrading clients for 20 s", { timeout: 90_000 }, async () => {
-    const haproxy = await startHaproxy("shoal-round-robin.cfg", cluster.nodes);
-    try {
-      await checkRoundRobin(cluster, haproxy);
-    } finally {
-      await haproxy.stop();
-    }
+    test("behind HAProxy: 200 polling + 200 upgrading clients for 20 s", { timeout: 90_000 }, async () => {
+      const haproxy = await startHaproxy("shoal-round-robin.cfg", cluster.nodes);
+      try {
+        await checkRoundRobin(cluster, haproxy);
+      } finally {
+        await haproxy.stop();
+      }
+    });
   });
-});
+}

@@ -17,7 +17,17 @@ import os from "node:os";
 import path from "node:path";
 import { io } from "socket.io-client";
 import { startRedis } from "./redis.mjs";
-import { canConnect, freePort, REPO_ROOT, sleep, startShoal } from "./server.mjs";
+import { AXUM_CLUSTER_BIN, canConnect, freePort, REPO_ROOT, SHOAL_BIN, sleep, startShoal } from "./server.mjs";
+
+/**
+ * What a node can be: the `shoal` binary, or an axum app that embeds the library and
+ * turns the cluster on with one builder call. Every lb suite runs against both, with
+ * the same expectations.
+ */
+export const NODE_KINDS = [
+  { name: "shoal binary", bin: SHOAL_BIN },
+  { name: "axum embedding", bin: AXUM_CLUSTER_BIN },
+];
 
 export const DEPLOY = path.join(REPO_ROOT, "deploy");
 const LOG_TAIL_BYTES = 16 * 1024;
@@ -35,7 +45,8 @@ function findBinary(name) {
 
 /**
  * Redis plus `count` shoal nodes n1..n<count>.
- * options: { count = 3, args: extra flags for every node, pingInterval, pingTimeout }
+ * options: { count = 3, args: extra flags for every node, pingInterval, pingTimeout,
+ *            bin: the node program (default the shoal binary; see NODE_KINDS) }
  * Returns { redis, nodes: [{ id, port, url, proc, stop, kill }], stop() }.
  */
 export async function startCluster(options = {}) {
@@ -43,6 +54,7 @@ export async function startCluster(options = {}) {
   const cluster = { redis, nodes: [] };
   cluster.startNode = async (id, extra = []) => {
     const node = await startShoal({
+      bin: options.bin,
       extraArgs: [
         "--redis", redis.url,
         "--node-id", id,

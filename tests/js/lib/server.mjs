@@ -23,6 +23,9 @@ const TARGET_DIR = process.env.CARGO_TARGET_DIR
 export const TESTAPP_BIN =
   process.env.SHOAL_TESTAPP ?? path.join(TARGET_DIR, "release", "examples", "testapp");
 export const SHOAL_BIN = process.env.SHOAL_BIN ?? path.join(TARGET_DIR, "release", "shoal");
+// The same node as an axum app embedding the library (crates/shoal-server/examples/axum_cluster.rs).
+export const AXUM_CLUSTER_BIN =
+  process.env.SHOAL_AXUM_CLUSTER ?? path.join(TARGET_DIR, "release", "examples", "axum_cluster");
 const NODE_PEER_SCRIPT = path.join(REPO_ROOT, "tests", "js", "peers", "node-server.mjs");
 
 const READY_TIMEOUT_MS = 15_000;
@@ -197,10 +200,11 @@ function waitForListeningLine(proc) {
  * accepts TCP connections (more robust than parsing its log).
  */
 export async function startShoal(options = {}) {
-  requireBinary(SHOAL_BIN, "cargo build --release -p shoal-server");
+  const bin = options.bin ?? SHOAL_BIN;
+  requireBinary(bin, "cargo build --release --workspace --examples --bins");
   const port = options.port ?? (await freePort());
   const args = ["--listen", `127.0.0.1:${port}`, ...(options.extraArgs ?? [])];
-  const proc = new ServerProcess("shoal", SHOAL_BIN, args);
+  const proc = new ServerProcess(path.basename(bin), bin, args);
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (true) {
     if (proc.exited) throw proc.failure("exited before it was ready");
