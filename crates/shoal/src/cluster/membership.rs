@@ -17,6 +17,7 @@
 use crate::adapter::redis::RedisLink;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ pub struct Membership {
     /// that joined since the last refresh is rare; a flood of forged sids is not, and
     /// must not turn into Redis load.
     lookups: Mutex<(Instant, u32)>,
+    /// Set by `leave`: the renewal stops, so a node that left stays out.
+    left: AtomicBool,
 }
 
 /// How long a "no such node" answer is believed.
@@ -97,6 +100,7 @@ impl Membership {
             secret,
             misses: Mutex::new(HashMap::new()),
             lookups: Mutex::new((Instant::now(), 0)),
+            left: AtomicBool::new(false),
         });
         cluster.register(path).await?;
         cluster.refresh().await.map_err(|e| format!("cluster membership: {e}"))?;
@@ -109,7 +113,17 @@ impl Membership {
                 drop(cluster);
                 tokio::time::sleep(pause).await;
                 let Some(cluster) = renewing.upgrade() else { return };
-                match cluster.renew().await.and(cluster.refresh().await) {
+                if cluster.left.load(Ordering::Acquire) {
+                    return;
+                }
+                let renewed = cluster.renew().await;
+                if cluster.left.load(Ordering::Acquire) {
+                    // `leave` ran while this renewal was on its way: it may have written
+                    // the registration back, so it goes again.
+                    cluster.remove().await;
+                    return;
+                }
+                match renewed.and(cluster.refresh().await) {
                     Ok(()) if failing => {
                         tracing::info!("cluster membership: Redis is reachable again");
                         failing = false;
@@ -302,6 +316,13 @@ impl Membership {
 
     /// Deletes this node's registration, so peers stop forwarding to it at once.
     pub async fn leave(&self) {
+        if self.left.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.remove().await;
+    }
+
+    async fn remove(&self) {
         let key = self.node_key(&self.node_id);
         let left = async {
             let _: i64 = self.query(redis::cmd("EVAL").arg(LEAVE).arg(1).arg(&key).arg(&self.registration), "leave").await?;
