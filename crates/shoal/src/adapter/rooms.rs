@@ -59,6 +59,12 @@ impl LocalRooms {
         rooms
     }
 
+    /// True if `id` is a socket of this node (every local socket is indexed from its
+    /// connection to its disconnection).
+    pub fn has_socket(&self, id: &str) -> bool {
+        self.inner.read().unwrap().sids.contains_key(id)
+    }
+
     /// True if some local socket is in `room`.
     pub fn has_room(&self, room: &str) -> bool {
         self.inner.read().unwrap().rooms.contains_key(room)

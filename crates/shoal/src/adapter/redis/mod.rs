@@ -21,8 +21,7 @@ pub mod wire;
 pub use link::{LinkStats, RedisLink, Subscriber};
 
 use super::recovery::matches_rooms;
-use super::{AckNext, AckResponses, Adapter, AdapterError, AdapterFactory, BroadcastOptions, MemoryAdapter, PersistedSession, RestoredSession, Room, SocketId, SocketInfo};
-use crate::io::{Handshake, Namespace, ServerAck, WeakNamespace};
+use super::{AckNext, AckResponses, Adapter, AdapterError, AdapterFactory, BroadcastOptions, Handshake, LocalNamespace, MemoryAdapter, PersistedSession, RestoredSession, Room, ServerAck, SocketId, SocketInfo};
 use crate::protocol::socket_packet::Packet;
 use crate::protocol::Value;
 use async_trait::async_trait;
@@ -51,7 +50,7 @@ impl Default for RedisOptions {
 
 /// The adapter factory for `ServerBuilder::adapter`.
 pub fn factory(link: Arc<RedisLink>, options: RedisOptions) -> AdapterFactory {
-    Arc::new(move |ns: &Namespace| RedisAdapter::new(ns, link.clone(), options.clone()) as Arc<dyn Adapter>)
+    Arc::new(move |ns: &Arc<dyn LocalNamespace>| RedisAdapter::new(ns, link.clone(), options.clone()) as Arc<dyn Adapter>)
 }
 
 /// Most requests of this node waiting for answers at once; more fail at once.
@@ -71,7 +70,6 @@ enum AckEvent {
 
 pub struct RedisAdapter {
     local: MemoryAdapter,
-    ns: WeakNamespace,
     nsp: String,
     uid: String,
     channels: Channels,
@@ -88,12 +86,11 @@ pub struct RedisAdapter {
 }
 
 impl RedisAdapter {
-    pub fn new(ns: &Namespace, link: Arc<RedisLink>, options: RedisOptions) -> Arc<RedisAdapter> {
+    pub fn new(ns: &Arc<dyn LocalNamespace>, link: Arc<RedisLink>, options: RedisOptions) -> Arc<RedisAdapter> {
         let uid = wire::uid();
         let channels = Channels::new(&options.key, ns.name(), &uid);
         let adapter = Arc::new_cyclic(|me| RedisAdapter {
             local: MemoryAdapter::new(ns),
-            ns: ns.downgrade(),
             nsp: ns.name().to_owned(),
             uid,
             channels: channels.clone(),
@@ -121,10 +118,8 @@ impl RedisAdapter {
                 loop {
                     tokio::time::sleep(every).await;
                     let Some(adapter) = weak.upgrade() else { return };
-                    let Some(ns) = adapter.ns.upgrade() else { return };
-                    for socket in ns.local_sockets() {
-                        socket.changed();
-                    }
+                    let local = &adapter.local;
+                    local.changed(&local.local_rooms().matching(&BroadcastOptions::default()));
                 }
             });
         }
@@ -344,13 +339,16 @@ impl RedisAdapter {
                 }
                 // The older form: one socket by id, answered when done.
                 let Some(sid) = request.get("sid").and_then(Value::as_str) else { return };
-                let Some(ns) = self.ns.upgrade() else { return };
-                let Some(socket) = ns.local_socket(sid) else { return };
-                let room = request.get("room").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let (Some(ns), true) = (self.local.namespace(), self.local.local_rooms().has_socket(sid)) else { return };
+                let sid = SocketId::from(sid);
+                let room = Room::from(request.get("room").and_then(Value::as_str).unwrap_or_default());
                 match kind {
-                    RequestType::RemoteJoin => socket.join(room),
-                    RequestType::RemoteLeave => socket.leave(room),
-                    _ => socket.disconnect(request.get("close").and_then(Value::as_bool).unwrap_or(false)),
+                    RequestType::RemoteJoin => self.local.add_all(&sid, &[room]),
+                    RequestType::RemoteLeave => self.local.del(&sid, &room),
+                    _ => ns.disconnect(&[sid.clone()], request.get("close").and_then(Value::as_bool).unwrap_or(false)),
+                }
+                if kind != RequestType::RemoteDisconnect {
+                    ns.changed(&[sid]);
                 }
                 self.publish_response(&request, &obj(vec![("requestId", request_id.into())]), false);
             }
@@ -386,7 +384,7 @@ impl RedisAdapter {
                     Value::String(s) => s,
                     _ => return,
                 };
-                let Some(ns) = self.ns.upgrade() else { return };
+                let Some(ns) = self.local.namespace() else { return };
                 let ack = request_id.map(|id| {
                     let me = self.me.clone();
                     ServerAck::new(move |args: Vec<Value>| {

@@ -67,9 +67,9 @@ impl Channels {
     }
 }
 
-/// A 6-character id, like uid2(6).
+/// A 6-character id, like the official adapter's uid2(6).
 pub fn uid() -> String {
-    crate::engine::sid::new_socket_id()[..6].to_owned()
+    crate::adapter::random_id(6)
 }
 
 // ---- MessagePack -------------------------------------------------------------------------
