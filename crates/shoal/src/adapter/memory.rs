@@ -1,23 +1,28 @@
 //! The in-memory adapter: one process is the whole cluster. Broadcasts encode their
 //! packet once and queue the same bytes on every recipient's session.
 
-use super::{AckResponses, Adapter, AdapterError, BroadcastOptions, LocalRooms, PacketLog, PersistedSession, RestoredSession, Room, SocketId, SocketInfo};
-use crate::io::{Namespace, WeakNamespace};
+use super::{AckResponses, Adapter, AdapterError, BroadcastOptions, LocalNamespace, LocalRooms, PacketLog, PersistedSession, RestoredSession, Room, SocketId, SocketInfo};
 use crate::protocol::socket_packet::{encode, Packet};
 use crate::protocol::Value;
 use async_trait::async_trait;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub struct MemoryAdapter {
-    ns: WeakNamespace,
+    ns: Weak<dyn LocalNamespace>,
     rooms: LocalRooms,
     /// The recovery log, when the server has connection state recovery on.
     log: Option<PacketLog>,
 }
 
 impl MemoryAdapter {
-    pub fn new(ns: &Namespace) -> MemoryAdapter {
-        MemoryAdapter { ns: ns.downgrade(), rooms: LocalRooms::default(), log: ns.recovery().cloned().map(PacketLog::new) }
+    pub fn new(ns: &Arc<dyn LocalNamespace>) -> MemoryAdapter {
+        MemoryAdapter { ns: Arc::downgrade(ns), rooms: LocalRooms::default(), log: ns.recovery().cloned().map(PacketLog::new) }
+    }
+
+    /// The namespace, while it exists.
+    pub fn namespace(&self) -> Option<Arc<dyn LocalNamespace>> {
+        self.ns.upgrade()
     }
 
     /// The recovery log, if recovery is on.
@@ -40,9 +45,7 @@ impl MemoryAdapter {
     /// Delivers a packet to the matching local sockets; returns how many got it.
     pub fn deliver_local(&self, packet: &Packet, opts: &BroadcastOptions) -> usize {
         let Some(ns) = self.ns.upgrade() else { return 0 };
-        let encoded = encode(packet);
-        let recipients = ns.local_sockets_of(&self.rooms.matching(opts));
-        recipients.iter().filter(|socket| socket.send_encoded(&encoded, opts.flags.volatile)).count()
+        ns.send(&self.rooms.matching(opts), &encode(packet), opts.flags.volatile)
     }
 
     /// Sends a packet that expects acks to the matching local sockets. Returns how many
@@ -51,23 +54,12 @@ impl MemoryAdapter {
     pub fn start_broadcast_with_ack(&self, mut packet: Packet, opts: &BroadcastOptions) -> (usize, AckReceiver) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let Some(ns) = self.ns.upgrade() else {
-            return (0, AckReceiver { rx, id: 0, sockets: vec![] });
+            return (0, AckReceiver { rx, ack_id: 0, ns: self.ns.clone(), sockets: vec![] });
         };
-        let id = ns.next_ack_id();
-        packet.id = Some(id);
-        let encoded = encode(&packet);
-        let mut sockets = Vec::new();
-        for sid in self.rooms.matching(opts) {
-            if let Some(socket) = ns.local_socket(&sid) {
-                socket.expect_ack_many(id, tx.clone());
-                if socket.send_encoded(&encoded, false) {
-                    sockets.push(socket);
-                } else {
-                    socket.forget_ack(id);
-                }
-            }
-        }
-        (sockets.len(), AckReceiver { rx, id, sockets })
+        let ack_id = ns.next_ack_id();
+        packet.id = Some(ack_id);
+        let sockets = ns.send_expecting_acks(&self.rooms.matching(opts), &encode(&packet), ack_id, &tx);
+        (sockets.len(), AckReceiver { rx, ack_id, ns: self.ns.clone(), sockets })
     }
 
     /// Runs a broadcast that collects acks over the local sockets.
@@ -93,39 +85,42 @@ impl MemoryAdapter {
         self.rooms
             .matching(opts)
             .into_iter()
-            .filter_map(|id| ns.local_socket(&id))
-            .map(|s| SocketInfo { id: s.id().clone(), handshake: s.handshake().clone(), rooms: self.rooms.socket_rooms(s.id()), data: s.data() })
+            .filter_map(|id| {
+                let handshake = ns.handshake(&id)?;
+                let data = ns.data(&id).unwrap_or(Value::Null);
+                Some(SocketInfo { rooms: self.rooms.socket_rooms(&id), id, handshake, data })
+            })
             .collect()
     }
 
     pub fn add_sockets_local(&self, opts: &BroadcastOptions, rooms: &[Room]) {
-        let ns = self.ns.upgrade();
-        for id in self.rooms.matching(opts) {
-            self.rooms.add_all(&id, rooms);
-            if let Some(socket) = ns.as_ref().and_then(|ns| ns.local_socket(&id)) {
-                socket.changed();
-            }
+        let ids = self.rooms.matching(opts);
+        for id in &ids {
+            self.rooms.add_all(id, rooms);
         }
+        self.changed(&ids);
     }
 
     pub fn del_sockets_local(&self, opts: &BroadcastOptions, rooms: &[Room]) {
-        let ns = self.ns.upgrade();
-        for id in self.rooms.matching(opts) {
+        let ids = self.rooms.matching(opts);
+        for id in &ids {
             for room in rooms {
-                self.rooms.del(&id, room);
+                self.rooms.del(id, room);
             }
-            if let Some(socket) = ns.as_ref().and_then(|ns| ns.local_socket(&id)) {
-                socket.changed();
-            }
+        }
+        self.changed(&ids);
+    }
+
+    /// Tells the namespace these sockets' recoverable state changed.
+    pub fn changed(&self, ids: &[SocketId]) {
+        if let Some(ns) = self.ns.upgrade() {
+            ns.changed(ids);
         }
     }
 
     pub fn disconnect_local(&self, opts: &BroadcastOptions, close: bool) {
-        let Some(ns) = self.ns.upgrade() else { return };
-        for id in self.rooms.matching(opts) {
-            if let Some(socket) = ns.local_socket(&id) {
-                socket.disconnect(close);
-            }
+        if let Some(ns) = self.ns.upgrade() {
+            ns.disconnect(&self.rooms.matching(opts), close);
         }
     }
 }
@@ -142,8 +137,10 @@ pub enum AckNext {
 /// The acks of a local broadcast, as they arrive. Dropping it forgets the acks still due.
 pub struct AckReceiver {
     rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Value>>,
-    id: u64,
-    sockets: Vec<crate::io::Socket>,
+    ack_id: u64,
+    ns: Weak<dyn LocalNamespace>,
+    /// The sockets that were sent the packet.
+    sockets: Vec<SocketId>,
 }
 
 impl AckReceiver {
@@ -164,8 +161,8 @@ impl AckReceiver {
 
 impl Drop for AckReceiver {
     fn drop(&mut self) {
-        for socket in &self.sockets {
-            socket.forget_ack(self.id);
+        if let Some(ns) = self.ns.upgrade() {
+            ns.forget_acks(&self.sockets, self.ack_id);
         }
     }
 }

@@ -6,18 +6,24 @@
 //! wraps the same local index and adds the publishing and the requests that wait for
 //! answers from other nodes, which is why the cross-node operations are `async` and fail
 //! with an [`AdapterError`].
+//!
+//! The adapter sees the socket layer only through [`LocalNamespace`], a view it defines
+//! itself (in `local.rs`) and the socket layer implements.
 
+mod handshake;
+mod local;
 mod memory;
 pub mod recovery;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod rooms;
 
+pub use handshake::Handshake;
+pub use local::{LocalNamespace, ServerAck};
 pub use memory::{AckNext, AckReceiver, MemoryAdapter};
 pub use recovery::{PacketLog, PersistedSession, RecoveryOptions, RestoredSession};
 pub use rooms::LocalRooms;
 
-use crate::io::{Handshake, Namespace};
 use crate::protocol::socket_packet::Packet;
 use crate::protocol::Value;
 use async_trait::async_trait;
@@ -148,10 +154,18 @@ pub trait Adapter: Send + Sync + 'static {
     async fn close(&self) {}
 }
 
-/// Creates the adapter of each namespace.
-pub type AdapterFactory = Arc<dyn Fn(&Namespace) -> Arc<dyn Adapter> + Send + Sync>;
+/// Creates the adapter of each namespace, given the namespace's view of its local
+/// sockets (which the adapter should keep only as a `Weak`: the namespace owns it).
+pub type AdapterFactory = Arc<dyn Fn(&Arc<dyn LocalNamespace>) -> Arc<dyn Adapter> + Send + Sync>;
 
 /// The factory of the in-memory adapter (the default).
 pub fn memory() -> AdapterFactory {
-    Arc::new(|ns: &Namespace| Arc::new(MemoryAdapter::new(ns)) as Arc<dyn Adapter>)
+    Arc::new(|ns: &Arc<dyn LocalNamespace>| Arc::new(MemoryAdapter::new(ns)) as Arc<dyn Adapter>)
+}
+
+/// A random id of `len` ASCII letters and digits (node uids, request ids, log epochs).
+/// The adapter makes its own: they must be unique, not secret.
+pub(crate) fn random_id(len: usize) -> String {
+    use rand::Rng;
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(len).map(char::from).collect()
 }

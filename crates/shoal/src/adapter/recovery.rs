@@ -72,7 +72,7 @@ struct Inner {
 impl PacketLog {
     pub fn new(options: RecoveryOptions) -> PacketLog {
         // Offsets of this process differ from those of any earlier one.
-        let epoch = crate::engine::sid::random_node_id();
+        let epoch = super::random_id(8);
         PacketLog { options, epoch, inner: Mutex::new(Inner::default()) }
     }
 

@@ -12,40 +12,42 @@ pub struct LocalRooms {
 
 #[derive(Default)]
 struct Index {
-    rooms: HashMap<Room, HashSet<SocketId>>,
-    sids: HashMap<SocketId, HashSet<Room>>,
+    /// Room → the local sockets in it.
+    members: HashMap<Room, HashSet<SocketId>>,
+    /// Socket → its rooms; every local socket has an entry, even with no room left.
+    rooms_of: HashMap<SocketId, HashSet<Room>>,
 }
 
 impl LocalRooms {
     pub fn add_all(&self, id: &SocketId, rooms: &[Room]) {
-        let mut ix = self.inner.write().unwrap();
+        let mut index = self.inner.write().unwrap();
         for room in rooms {
-            ix.sids.entry(id.clone()).or_default().insert(room.clone());
-            ix.rooms.entry(room.clone()).or_default().insert(id.clone());
+            index.rooms_of.entry(id.clone()).or_default().insert(room.clone());
+            index.members.entry(room.clone()).or_default().insert(id.clone());
         }
     }
 
     pub fn del(&self, id: &SocketId, room: &Room) {
-        let mut ix = self.inner.write().unwrap();
-        if let Some(rooms) = ix.sids.get_mut(id) {
+        let mut index = self.inner.write().unwrap();
+        if let Some(rooms) = index.rooms_of.get_mut(id) {
             rooms.remove(room);
         }
-        if let Some(members) = ix.rooms.get_mut(room) {
+        if let Some(members) = index.members.get_mut(room) {
             members.remove(id);
             if members.is_empty() {
-                ix.rooms.remove(room);
+                index.members.remove(room);
             }
         }
     }
 
     pub fn del_all(&self, id: &SocketId) {
-        let mut ix = self.inner.write().unwrap();
-        if let Some(rooms) = ix.sids.remove(id) {
+        let mut index = self.inner.write().unwrap();
+        if let Some(rooms) = index.rooms_of.remove(id) {
             for room in rooms {
-                if let Some(members) = ix.rooms.get_mut(&room) {
+                if let Some(members) = index.members.get_mut(&room) {
                     members.remove(id);
                     if members.is_empty() {
-                        ix.rooms.remove(&room);
+                        index.members.remove(&room);
                     }
                 }
             }
@@ -53,37 +55,43 @@ impl LocalRooms {
     }
 
     pub fn socket_rooms(&self, id: &SocketId) -> Vec<Room> {
-        let ix = self.inner.read().unwrap();
-        let mut rooms: Vec<Room> = ix.sids.get(id).map(|r| r.iter().cloned().collect()).unwrap_or_default();
+        let index = self.inner.read().unwrap();
+        let mut rooms: Vec<Room> = index.rooms_of.get(id).map(|r| r.iter().cloned().collect()).unwrap_or_default();
         rooms.sort();
         rooms
     }
 
+    /// True if `id` is a socket of this node (every local socket is indexed from its
+    /// connection to its disconnection).
+    pub fn has_socket(&self, id: &str) -> bool {
+        self.inner.read().unwrap().rooms_of.contains_key(id)
+    }
+
     /// True if some local socket is in `room`.
     pub fn has_room(&self, room: &str) -> bool {
-        self.inner.read().unwrap().rooms.contains_key(room)
+        self.inner.read().unwrap().members.contains_key(room)
     }
 
     pub fn rooms(&self) -> Vec<Room> {
-        self.inner.read().unwrap().rooms.keys().cloned().collect()
+        self.inner.read().unwrap().members.keys().cloned().collect()
     }
 
     /// The local sockets a broadcast with `opts` reaches, each once.
     pub fn matching(&self, opts: &BroadcastOptions) -> Vec<SocketId> {
-        let ix = self.inner.read().unwrap();
+        let index = self.inner.read().unwrap();
         let excluded: HashSet<&SocketId> = opts
             .except
             .iter()
-            .filter_map(|room| ix.rooms.get(room))
+            .filter_map(|room| index.members.get(room))
             .flat_map(|members| members.iter())
             .collect();
         if opts.rooms.is_empty() {
-            return ix.sids.keys().filter(|id| !excluded.contains(id)).cloned().collect();
+            return index.rooms_of.keys().filter(|id| !excluded.contains(id)).cloned().collect();
         }
         let mut seen: HashSet<&SocketId> = HashSet::new();
         let mut out = Vec::new();
         for room in &opts.rooms {
-            if let Some(members) = ix.rooms.get(room) {
+            if let Some(members) = index.members.get(room) {
                 for id in members {
                     if !excluded.contains(id) && seen.insert(id) {
                         out.push(id.clone());
@@ -103,28 +111,28 @@ mod tests {
     }
     #[test]
     fn union_of_rooms_each_socket_once_minus_except() {
-        let ix = LocalRooms::default();
-        ix.add_all(&r("a"), &[r("a"), r("x"), r("y")]);
-        ix.add_all(&r("b"), &[r("b"), r("x")]);
-        ix.add_all(&r("c"), &[r("c"), r("y")]);
+        let index = LocalRooms::default();
+        index.add_all(&r("a"), &[r("a"), r("x"), r("y")]);
+        index.add_all(&r("b"), &[r("b"), r("x")]);
+        index.add_all(&r("c"), &[r("c"), r("y")]);
         let opts = |rooms: &[&str], except: &[&str]| BroadcastOptions {
             rooms: rooms.iter().map(|s| r(s)).collect(),
             except: except.iter().map(|s| r(s)).collect(),
             ..Default::default()
         };
-        let mut m = ix.matching(&opts(&["x", "y"], &[]));
+        let mut m = index.matching(&opts(&["x", "y"], &[]));
         m.sort();
         assert_eq!(m, vec![r("a"), r("b"), r("c")]);
-        let mut m = ix.matching(&opts(&["x", "y"], &["a"]));
+        let mut m = index.matching(&opts(&["x", "y"], &["a"]));
         m.sort();
         assert_eq!(m, vec![r("b"), r("c")]);
-        let mut m = ix.matching(&opts(&[], &["y"]));
+        let mut m = index.matching(&opts(&[], &["y"]));
         m.sort();
         assert_eq!(m, vec![r("b")]);
-        ix.del_all(&r("a"));
-        assert!(ix.socket_rooms(&r("a")).is_empty());
-        ix.del(&r("b"), &r("x"));
-        assert!(!ix.rooms().contains(&r("x")));
-        assert!(!ix.has_room("x") && ix.has_room("y"));
+        index.del_all(&r("a"));
+        assert!(index.socket_rooms(&r("a")).is_empty());
+        index.del(&r("b"), &r("x"));
+        assert!(!index.rooms().contains(&r("x")));
+        assert!(!index.has_room("x") && index.has_room("y"));
     }
 }

@@ -1,30 +1,12 @@
-//! `socket.handshake`: what the client sent when it connected, in the official shape.
+//! Builds `socket.handshake` from the Engine.IO handshake request. The record itself
+//! belongs to the adapter (it crosses nodes in `fetch_sockets`); it is re-exported here
+//! so that `shoal::Handshake` names it.
 
+pub use crate::adapter::Handshake;
 use crate::engine::HandshakeRequest;
 use crate::protocol::Value;
 use indexmap::IndexMap;
-use serde::Serialize;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Handshake {
-    /// Request headers, names in lower case (repeated headers joined with ", ").
-    pub headers: IndexMap<String, String>,
-    /// When the session was created, as JavaScript's `Date.toString()` in UTC.
-    pub time: String,
-    /// The client's address.
-    pub address: String,
-    /// True if the request had an `Origin` header (a cross-domain browser request).
-    pub xdomain: bool,
-    pub secure: bool,
-    /// When the session was created, in milliseconds since the Unix epoch.
-    pub issued: u64,
-    /// The request URL (path and query) of the handshake.
-    pub url: String,
-    pub query: IndexMap<String, String>,
-    /// The payload of the client's CONNECT packet (`{}` when absent).
-    pub auth: Value,
-}
 
 impl Handshake {
     pub(crate) fn new(req: &HandshakeRequest, auth: Value) -> Handshake {
@@ -57,11 +39,6 @@ impl Handshake {
             query,
             auth,
         }
-    }
-
-    /// The handshake as a `Value` (for sending to a client, or storing).
-    pub fn to_value(&self) -> Value {
-        Value::from_serde(self).unwrap_or(Value::Null)
     }
 }
 

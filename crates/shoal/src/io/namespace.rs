@@ -5,9 +5,10 @@ use super::broadcast::{BroadcastOperator, RemoteSocket};
 use super::client::Client;
 use super::socket::{AckError, EmitError, Socket};
 use super::{run_handler, ServerShared};
-use crate::adapter::{Adapter, AdapterError, RecoveryOptions, Room, SocketId};
+pub use crate::adapter::ServerAck;
+use crate::adapter::{Adapter, AdapterError, Handshake, LocalNamespace, RecoveryOptions, Room, SocketId};
 use crate::engine::Session;
-use crate::protocol::socket_packet::Packet;
+use crate::protocol::socket_packet::{Encoded, Packet};
 use crate::protocol::{IntoArgs, Value};
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
@@ -53,18 +54,6 @@ type ConnectionHandler = Arc<dyn Fn(Socket) -> BoxFuture<'static, ()> + Send + S
 /// A server-side event from another node: its arguments and, if asked, an ack.
 pub(crate) type ServerEventHandler = Arc<dyn Fn(Vec<Value>, Option<ServerAck>) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// Answers a server-side event from another node.
-pub struct ServerAck(Box<dyn FnOnce(Vec<Value>) + Send>);
-
-impl ServerAck {
-    pub fn new(f: impl FnOnce(Vec<Value>) + Send + 'static) -> ServerAck {
-        ServerAck(Box::new(f))
-    }
-    pub fn send(self, args: impl IntoArgs) {
-        (self.0)(args.into_args())
-    }
-}
-
 pub(crate) struct NamespaceShared {
     name: Arc<str>,
     sockets: RwLock<HashMap<SocketId, Socket>>,
@@ -108,7 +97,8 @@ impl Namespace {
             ack_ids: AtomicU64::new(0),
             recovery: server.config.recovery.clone(),
         }));
-        let adapter = (server.config.adapter)(&ns);
+        let view: Arc<dyn LocalNamespace> = ns.0.clone();
+        let adapter = (server.config.adapter)(&view);
         let _ = ns.0.adapter.set(adapter);
         ns
     }
@@ -157,10 +147,7 @@ impl Namespace {
 
     /// Runs the handler of a server-side event that came from another node (adapters call this).
     pub fn dispatch_server_event(&self, event: &str, args: Vec<Value>, ack: Option<ServerAck>) {
-        let handler = self.0.server_handlers.read().unwrap().get(event).cloned();
-        if let Some(h) = handler {
-            run_handler(h(args, ack));
-        }
+        self.0.dispatch_server_event(event, args, ack)
     }
 
     // ---- broadcasting -------------------------------------------------------------------
@@ -222,12 +209,6 @@ impl Namespace {
     pub fn local_socket(&self, id: &str) -> Option<Socket> {
         self.0.sockets.read().unwrap().get(id).cloned()
     }
-    /// The local sockets of these ids (one lock for all of them).
-    pub(crate) fn local_sockets_of(&self, ids: &[SocketId]) -> Vec<Socket> {
-        let map = self.0.sockets.read().unwrap();
-        ids.iter().filter_map(|id| map.get(id).cloned()).collect()
-    }
-
     /// Sockets connected to this node.
     pub fn local_sockets(&self) -> Vec<Socket> {
         self.0.sockets.read().unwrap().values().cloned().collect()
@@ -237,7 +218,7 @@ impl Namespace {
     }
 
     pub(crate) fn next_ack_id(&self) -> u64 {
-        self.0.ack_ids.fetch_add(1, Ordering::Relaxed)
+        self.0.next_ack_id()
     }
 
     pub(crate) fn remove_socket(&self, id: &SocketId) {
@@ -327,5 +308,84 @@ impl Namespace {
         for h in handlers {
             run_handler(h(socket.clone()));
         }
+    }
+}
+
+/// The adapter's view of this namespace: it names the local sockets by id.
+impl LocalNamespace for NamespaceShared {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn recovery(&self) -> Option<&RecoveryOptions> {
+        self.recovery.as_ref()
+    }
+
+    fn send(&self, ids: &[SocketId], packet: &Encoded, volatile: bool) -> usize {
+        self.sockets_of(ids)
+            .iter().filter(|socket| socket.send_encoded(packet, volatile)).count()
+    }
+
+    fn next_ack_id(&self) -> u64 {
+        self.ack_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn send_expecting_acks(&self, ids: &[SocketId], packet: &Encoded, ack_id: u64, acks: &tokio::sync::mpsc::UnboundedSender<Vec<Value>>) -> Vec<SocketId> {
+        let mut sent = Vec::new();
+        for socket in self.sockets_of(ids) {
+            socket.expect_ack_many(ack_id, acks.clone());
+            if socket.send_encoded(packet, false) {
+                sent.push(socket.id().clone());
+            } else {
+                socket.forget_ack(ack_id);
+            }
+        }
+        sent
+    }
+
+    fn forget_acks(&self, ids: &[SocketId], ack_id: u64) {
+        for socket in self.sockets_of(ids) {
+            socket.forget_ack(ack_id);
+        }
+    }
+
+    fn handshake(&self, id: &SocketId) -> Option<Handshake> {
+        self.socket(id).map(|socket| socket.handshake().clone())
+    }
+
+    fn data(&self, id: &SocketId) -> Option<Value> {
+        self.socket(id).map(|socket| socket.data())
+    }
+
+    fn changed(&self, ids: &[SocketId]) {
+        for socket in self.sockets_of(ids) {
+            socket.changed();
+        }
+    }
+
+    fn disconnect(&self, ids: &[SocketId], close: bool) {
+        for socket in self.sockets_of(ids) {
+            socket.disconnect(close);
+        }
+    }
+
+    fn dispatch_server_event(&self, event: &str, args: Vec<Value>, ack: Option<ServerAck>) {
+        let handler = self.server_handlers.read().unwrap().get(event).cloned();
+        if let Some(handler) = handler {
+            run_handler(handler(args, ack));
+        }
+    }
+}
+
+impl NamespaceShared {
+    fn socket(&self, id: &str) -> Option<Socket> {
+        self.sockets.read().unwrap().get(id).cloned()
+    }
+
+    /// The local sockets of these ids, cloned out under one lock (acting on a socket may
+    /// take the map's lock again, e.g. a disconnect removes it).
+    fn sockets_of(&self, ids: &[SocketId]) -> Vec<Socket> {
+        let map = self.sockets.read().unwrap();
+        ids.iter().filter_map(|id| map.get(id).cloned()).collect()
     }
 }

@@ -108,23 +108,23 @@ impl RedisLink {
         match self.publish_tx.try_send(Queued::Cmd(cmd)) {
             Ok(()) => true,
             Err(_) => {
-                let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                if n % 10_000 == 0 {
-                    tracing::warn!(dropped = n + 1, "Redis publish queue full (Redis away too long), dropping cluster messages");
+                let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped % 10_000 == 1 {
+                    tracing::warn!(dropped, "Redis publish queue full (Redis away too long), dropping cluster messages");
                 }
                 false
             }
         }
     }
 
-    /// Subscribes `sub` to exact channels and to a pattern.
-    pub fn subscribe(&self, sub: Weak<dyn Subscriber>, channels: Vec<String>, pattern: String) {
+    /// Subscribes `subscriber` to exact channels and to a pattern.
+    pub fn subscribe(&self, subscriber: Weak<dyn Subscriber>, channels: Vec<String>, pattern: String) {
         {
-            let mut r = self.routes.lock().unwrap();
-            for c in &channels {
-                r.channels.insert(c.clone(), sub.clone());
+            let mut routes = self.routes.lock().unwrap();
+            for channel in &channels {
+                routes.channels.insert(channel.clone(), subscriber.clone());
             }
-            r.patterns.insert(pattern.clone(), sub);
+            routes.patterns.insert(pattern.clone(), subscriber);
         }
         let _ = self.commands.send(Command::Subscribe(channels));
         let _ = self.commands.send(Command::PSubscribe(pattern));
@@ -209,8 +209,8 @@ async fn publisher(mut conn: ConnectionManager, mut rx: mpsc::Receiver<Queued>, 
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
                 Err(e) => {
-                    let n = stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(error = %e, dropped = n, "Redis refused a command; dropped");
+                    let dropped = stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(error = %e, dropped, "Redis refused a command; dropped");
                     break;
                 }
             }
@@ -249,8 +249,8 @@ async fn subscriber(
         let (mut sink, mut stream) = pubsub.split();
         // (Re)subscribe everything known so far; later commands arrive on the queue.
         let (channels, patterns): (Vec<String>, Vec<String>) = {
-            let r = routes.lock().unwrap();
-            (r.channels.keys().cloned().collect(), r.patterns.keys().cloned().collect())
+            let table = routes.lock().unwrap();
+            (table.channels.keys().cloned().collect(), table.patterns.keys().cloned().collect())
         };
         let mut ok = channels.is_empty() || sink.subscribe(&channels).await.is_ok();
         for p in &patterns {
@@ -268,12 +268,12 @@ async fn subscriber(
         } else {
             tracing::info!(%url, "Redis is back: resubscribed; cross-node traffic resumes");
             if let Some(at) = lost_at.take() {
-                let subs: Vec<Arc<dyn Subscriber>> = {
-                    let r = routes.lock().unwrap();
-                    r.patterns.values().filter_map(Weak::upgrade).collect()
+                let subscribers: Vec<Arc<dyn Subscriber>> = {
+                    let table = routes.lock().unwrap();
+                    table.patterns.values().filter_map(Weak::upgrade).collect()
                 };
-                for sub in subs {
-                    sub.on_resubscribed(at);
+                for subscriber in subscribers {
+                    subscriber.on_resubscribed(at);
                 }
             }
         }
@@ -294,12 +294,12 @@ async fn subscriber(
                     let Some(msg) = msg else { break };
                     let channel = msg.get_channel_name().to_owned();
                     let target = {
-                        let r = routes.lock().unwrap();
-                        let by_pattern = msg.get_pattern::<String>().ok().and_then(|p| r.patterns.get(&p).cloned());
-                        by_pattern.or_else(|| r.channels.get(&channel).cloned())
+                        let table = routes.lock().unwrap();
+                        let by_pattern = msg.get_pattern::<String>().ok().and_then(|p| table.patterns.get(&p).cloned());
+                        by_pattern.or_else(|| table.channels.get(&channel).cloned())
                     };
-                    if let Some(sub) = target.and_then(|w| w.upgrade()) {
-                        sub.on_message(&channel, msg.get_payload_bytes());
+                    if let Some(subscriber) = target.and_then(|w| w.upgrade()) {
+                        subscriber.on_message(&channel, msg.get_payload_bytes());
                     }
                 }
             }

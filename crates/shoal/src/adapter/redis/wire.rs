@@ -2,7 +2,7 @@
 //! `@socket.io/redis-emitter` (5.x): channel names, MessagePack as notepack.io writes it,
 //! and the request/response messages between nodes. No I/O.
 
-use crate::adapter::{BroadcastFlags, BroadcastOptions, Room};
+use crate::adapter::{BroadcastFlags, BroadcastOptions, Handshake, Room, SocketInfo};
 use crate::protocol::socket_packet::{Packet, PacketKind};
 use crate::protocol::Value;
 use bytes::Bytes;
@@ -67,9 +67,9 @@ impl Channels {
     }
 }
 
-/// A 6-character id, like uid2(6).
+/// A 6-character id, like the official adapter's uid2(6).
 pub fn uid() -> String {
-    crate::engine::sid::new_socket_id()[..6].to_owned()
+    crate::adapter::random_id(6)
 }
 
 // ---- MessagePack -------------------------------------------------------------------------
@@ -118,9 +118,9 @@ fn write_msgpack(v: &Value, out: &mut Vec<u8>) {
 /// Decodes MessagePack into a `Value`. Extension types (notepack's `undefined`, dates)
 /// become null; map keys that are not strings are written as their JSON text.
 pub fn decode_msgpack(bytes: &[u8]) -> Result<Value, String> {
-    let mut rd = bytes;
-    let v = rmpv::decode::read_value(&mut rd).map_err(|e| e.to_string())?;
-    Ok(from_rmpv(v))
+    let mut reader = bytes;
+    let value = rmpv::decode::read_value(&mut reader).map_err(|e| e.to_string())?;
+    Ok(from_rmpv(value))
 }
 
 fn from_rmpv(v: rmpv::Value) -> Value {
@@ -165,23 +165,24 @@ pub fn decode_message(bytes: &[u8]) -> Result<Value, String> {
 
 /// JSON text of a value, binary written as Node's `Buffer.toJSON()` does.
 pub fn to_json_text(v: &Value) -> String {
-    fn nodeish(v: &Value) -> Value {
+    fn with_node_buffers(v: &Value) -> Value {
         match v {
-            Value::Binary(b) => obj(vec![
+            Value::Binary(b) => object(vec![
                 ("type", Value::from("Buffer")),
                 ("data", Value::Array(b.iter().map(|x| Value::from(*x)).collect())),
             ]),
-            Value::Array(a) => Value::Array(a.iter().map(nodeish).collect()),
-            Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), nodeish(v))).collect()),
+            Value::Array(a) => Value::Array(a.iter().map(with_node_buffers).collect()),
+            Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), with_node_buffers(v))).collect()),
             other => other.clone(),
         }
     }
     let mut out = String::new();
-    nodeish(v).write_json(&mut out, &mut Vec::new());
+    with_node_buffers(v).write_json(&mut out, &mut Vec::new());
     out
 }
 
-pub fn obj(pairs: Vec<(&str, Value)>) -> Value {
+/// A map value with its keys in this order (as notepack and JSON.stringify keep them).
+pub fn object(pairs: Vec<(&str, Value)>) -> Value {
     Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<IndexMap<_, _>>())
 }
 
@@ -197,7 +198,7 @@ pub fn packet_to_value(packet: &Packet) -> Value {
     if let Some(id) = packet.id {
         pairs.push(("id", Value::from(id)));
     }
-    obj(pairs)
+    object(pairs)
 }
 
 /// An event packet from its object form (type EVENT or BINARY_EVENT, `nsp` default `/`).
@@ -215,7 +216,8 @@ pub fn packet_from_value(v: &Value) -> Option<Packet> {
     Some(Packet { kind: PacketKind::Event, nsp, id: v.get("id").and_then(Value::as_u64), data: Some(data) })
 }
 
-fn rooms_value(rooms: &[Room]) -> Value {
+/// Rooms as an array of strings.
+pub fn rooms_value(rooms: &[Room]) -> Value {
     Value::Array(rooms.iter().map(|r| Value::from(r.to_string())).collect())
 }
 
@@ -230,9 +232,9 @@ pub fn opts_to_value(opts: &BroadcastOptions, with_flags: bool) -> Value {
         if let Some(t) = opts.flags.timeout {
             flags.push(("timeout", Value::from(t.as_millis() as u64)));
         }
-        pairs.push(("flags", obj(flags)));
+        pairs.push(("flags", object(flags)));
     }
-    obj(pairs)
+    object(pairs)
 }
 
 fn rooms_from(v: Option<&Value>) -> Vec<Room> {
@@ -267,6 +269,45 @@ pub fn rooms_list(v: Option<&Value>) -> Vec<Room> {
     rooms_from(v)
 }
 
+// ---- sockets in REMOTE_FETCH answers -------------------------------------------------------
+
+/// A local socket as a REMOTE_FETCH answer lists it: `{id, handshake, rooms, data}`.
+pub fn socket_info_to_value(socket: SocketInfo) -> Value {
+    object(vec![
+        ("id", Value::from(socket.id.to_string())),
+        ("handshake", socket.handshake.to_value()),
+        ("rooms", rooms_value(&socket.rooms)),
+        ("data", socket.data),
+    ])
+}
+
+/// A socket from another node's REMOTE_FETCH answer. Missing handshake fields take
+/// their empty value, since a Node.js node may send fewer of them.
+pub fn socket_info_from_value(v: &Value) -> Option<SocketInfo> {
+    let id = v.get("id")?.as_str()?;
+    let handshake = v.get("handshake").cloned().unwrap_or(Value::Null);
+    let strings = |field: Option<&Value>| -> IndexMap<String, String> {
+        field
+            .and_then(Value::as_object)
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect())
+            .unwrap_or_default()
+    };
+    let text = |name: &str| handshake.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let flag = |name: &str| handshake.get(name).and_then(Value::as_bool).unwrap_or(false);
+    let handshake = Handshake {
+        headers: strings(handshake.get("headers")),
+        time: text("time"),
+        address: text("address"),
+        xdomain: flag("xdomain"),
+        secure: flag("secure"),
+        issued: handshake.get("issued").and_then(Value::as_f64).unwrap_or(0.0) as u64,
+        url: text("url"),
+        query: strings(handshake.get("query")),
+        auth: handshake.get("auth").cloned().unwrap_or(Value::Null),
+    };
+    Some(SocketInfo { id: id.into(), handshake, rooms: rooms_from(v.get("rooms")), data: v.get("data").cloned().unwrap_or(Value::Null) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,7 +317,7 @@ mod tests {
         // notepack.encode(["abc", {type: 2, data: ["ev", 1, 1.5, -1, null, true, Buffer.from([1])], nsp: "/"}])
         let v = Value::Array(vec![
             Value::from("abc"),
-            obj(vec![
+            object(vec![
                 ("type", Value::from(2)),
                 (
                     "data",
