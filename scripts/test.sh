@@ -65,7 +65,7 @@ if [ "${#js_tests[@]}" -eq 0 ]; then
   echo "no JS test files found under tests/js" >&2
   exit 1
 fi
-node --test --test-concurrency=1 --test-timeout=60000 --test-reporter=spec "${js_tests[@]}"
+node --test --test-concurrency=1 --test-timeout=180000 --test-reporter=spec "${js_tests[@]}"
 
 # ---------------------------------------------------------------------------
 section "benchmark suite smoke run (bench/run.sh --smoke)"

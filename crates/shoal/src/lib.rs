@@ -1,12 +1,19 @@
 //! shoal: a Socket.IO v4 server (Engine.IO protocol 4, Socket.IO protocol 5).
 //!
-//! Layers, bottom up, each knowing only the one below it:
+//! Layers, bottom up (an arrow of imports never points up; `docs/architecture.md` has
+//! the rules):
 //! - [`protocol`]: encode/decode of Engine.IO and Socket.IO packets, no I/O;
 //! - [`engine`]: the Engine.IO server (sessions, polling, WebSocket, heartbeats, limits);
+//! - [`adapter`]: the seam between this process and a cluster; it sees local sockets
+//!   only through [`adapter::LocalNamespace`];
 //! - [`io`]: the Socket.IO layer (namespaces, sockets, rooms, acks, broadcasts);
-//! - [`adapter`]: the seam between this process and a cluster.
+//! - [`cluster`]: what makes many nodes one server behind any balancer (real client
+//!   address, forwarding to the owner node, membership in Redis), turned on with
+//!   [`ServerBuilder::cluster`].
 //!
 //! [`serve`] runs a service on a TCP listener with the limits a public server needs.
+//! The repository's `docs/architecture.md` has the rules between the layers and the path
+//! of a request, a broadcast and a forwarded request, file by file.
 
 pub mod adapter;
 pub mod cluster;

@@ -201,4 +201,18 @@ mod tests {
         let h = headers(&[("forwarded", "for=unknown")]);
         assert_eq!(resolve(addr("10.0.0.1:80"), &h, |ip| t.contains(ip)), addr("10.0.0.1:80"));
     }
+
+    #[test]
+    fn only_a_peer_with_the_secret_vouches_for_a_client() {
+        let secret = "0123456789abcdefghij";
+        let h = headers(&[("x-shoal-forwarded", "n2 0123456789abcdefghij"), ("x-shoal-client", "203.0.113.9:4000")]);
+        assert!(from_cluster_peer(&h, secret));
+        assert_eq!(forwarded_client(&h), Some(addr("203.0.113.9:4000")));
+        for forged in ["n2 0123456789abcdefghiX", "n2 0123456789abcdefghi", "n2", "0123456789abcdefghij", ""] {
+            let mut h = HeaderMap::new();
+            h.insert(FORWARDED_BY, HeaderValue::from_str(forged).unwrap());
+            assert!(!from_cluster_peer(&h, secret), "{forged:?}");
+        }
+        assert!(!from_cluster_peer(&HeaderMap::new(), secret));
+    }
 }

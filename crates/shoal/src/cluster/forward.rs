@@ -294,3 +294,30 @@ impl http_body::Body for Deadline {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_do_not_travel() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::COOKIE, HeaderValue::from_static("a=b"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://app.example"));
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["cookie", "origin"]);
+    }
+
+    #[test]
+    fn failures_have_stable_metric_labels() {
+        let labels: Vec<_> = [Failure::UnknownOwner, Failure::Unreachable, Failure::Timeout, Failure::Broken].iter().map(|f| f.label()).collect();
+        assert_eq!(labels, ["unknown_owner", "unreachable", "timeout", "broken"]);
+    }
+}

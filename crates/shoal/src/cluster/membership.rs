@@ -400,3 +400,25 @@ pub fn default_advertise(listen: SocketAddr) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_header_safe_secrets_are_accepted() {
+        assert!(check_secret(&format!("{}{}", crate::engine::sid::new_socket_id(), crate::engine::sid::new_socket_id())).is_ok());
+        assert!(check_secret("short").is_err());
+        assert!(check_secret(&"x".repeat(257)).is_err());
+        assert!(check_secret("0123456789abcdef\r\nx-evil: 1").is_err());
+        assert!(check_secret("0123456789abcdef 0123").is_err(), "a space would split the forwarding mark");
+    }
+
+    #[test]
+    fn advertise_keeps_a_specific_address_and_replaces_an_unspecified_one() {
+        assert_eq!(default_advertise("10.1.2.3:3000".parse().unwrap()), "10.1.2.3:3000");
+        let derived: SocketAddr = default_advertise("0.0.0.0:3000".parse().unwrap()).parse().unwrap();
+        assert_eq!(derived.port(), 3000);
+        assert!(!derived.ip().is_unspecified());
+    }
+}
