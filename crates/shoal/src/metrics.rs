@@ -1,6 +1,6 @@
 //! The node's counters and gauges, in the Prometheus / OpenMetrics text format (the
 //! `prometheus-client` crate writes it, label values escaped). The layers that count
-//! (the cluster front, the forwarder) hold clones of these handles and bump them; the
+//! (the cluster ingress, the forwarder) hold clones of these handles and bump them; the
 //! gauges that are a snapshot (sessions, sockets, cluster members) are set when the
 //! text is asked for. [`crate::Server::metrics_text`] is the way in.
 

@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-use super::front::{BoxError, ServiceBody as Body};
+use super::ingress::{BoxError, ServiceBody as Body};
 
 /// Time to open a connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,7 +69,7 @@ impl Failure {
 
 pub struct Forwarder {
     /// `<node id> <cluster secret>`, the value of `x-shoal-forwarded`.
-    mark: HeaderValue,
+    forwarded_by: HeaderValue,
     membership: Arc<Membership>,
     client: Client<HttpConnector, Body>,
     /// Deadline of a forwarded polling request, answer included: a long-polling GET is
@@ -90,7 +90,7 @@ impl Forwarder {
             .build(connector);
         Forwarder {
             // Node ids and secrets are checked to be letters, digits, '-' and '_'.
-            mark: HeaderValue::from_str(&format!("{} {}", membership.node_id(), membership.secret())).expect("node ids and secrets are header-safe"),
+            forwarded_by: HeaderValue::from_str(&format!("{} {}", membership.node_id(), membership.secret())).expect("node ids and secrets are header-safe"),
             membership,
             client,
             polling_timeout,
@@ -122,8 +122,8 @@ impl Forwarder {
         })
     }
 
-    fn mark(&self, headers: &mut HeaderMap, client: SocketAddr) {
-        headers.insert(HeaderName::from_static(FORWARDED_BY), self.mark.clone());
+    fn mark_forwarded(&self, headers: &mut HeaderMap, client: SocketAddr) {
+        headers.insert(HeaderName::from_static(FORWARDED_BY), self.forwarded_by.clone());
         headers.insert(HeaderName::from_static(FORWARDED_CLIENT), HeaderValue::from_str(&client.to_string()).expect("an address is header-safe"));
     }
 
@@ -138,7 +138,7 @@ impl Forwarder {
         parts.uri = Uri::try_from(format!("http://{address}{path}")).map_err(|_| Failure::UnknownOwner)?;
         parts.version = http::Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
-        self.mark(&mut parts.headers, client);
+        self.mark_forwarded(&mut parts.headers, client);
         let deadline = tokio::time::Instant::now() + self.polling_timeout;
         let res = match tokio::time::timeout_at(deadline, self.client.request(Request::from_parts(parts, body))).await {
             Err(_) => return Err(Failure::Timeout),
@@ -173,7 +173,7 @@ impl Forwarder {
         strip_hop_by_hop(&mut headers);
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        self.mark(&mut headers, client);
+        self.mark_forwarded(&mut headers, client);
         *out.headers_mut() = headers;
 
         let mut res = match tokio::time::timeout(UPGRADE_TIMEOUT, sender.send_request(out)).await {

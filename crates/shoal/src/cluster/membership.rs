@@ -371,10 +371,10 @@ async fn holder_is_alive(address: &str, node_id: &str, path: &str) -> bool {
         let uri: http::Uri = format!("http://{address}{path}").parse().ok()?;
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http::<http_body_util::Empty<bytes::Bytes>>();
-        let req = http::Request::get(uri).header(super::front::PROBE_HEADER, "1").body(http_body_util::Empty::new()).ok()?;
+        let req = http::Request::get(uri).header(super::ingress::PROBE_HEADER, "1").body(http_body_util::Empty::new()).ok()?;
         let res = client.request(req).await.ok()?;
         let body = http_body_util::Limited::new(res.into_body(), 4096).collect().await.ok()?.to_bytes();
-        Some(body == super::front::probe_answer(node_id))
+        Some(body == super::ingress::probe_answer(node_id))
     };
     tokio::time::timeout(Duration::from_secs(1), probe).await.ok().flatten().unwrap_or(false)
 }

@@ -8,7 +8,7 @@
 //! - `forward.rs` (feature `redis`): a polling request or WebSocket upgrade for a session
 //!   another node owns goes to that owner (streamed bodies, byte pipes, a deadline on
 //!   every hop, a loop marker, the client address carried);
-//! - `front.rs`: the door every request of the service passes: address, forward or
+//! - `ingress.rs`: the door every request of the service passes: address, forward or
 //!   serve here, liveness probe, counters.
 //!
 //! An app turns all of it on with one builder call, [`crate::ServerBuilder::cluster`],
@@ -30,13 +30,13 @@
 mod client_addr;
 #[cfg(feature = "redis")]
 mod forward;
-mod front;
+mod ingress;
 #[cfg(feature = "redis")]
 mod membership;
 
 pub use client_addr::{resolve as resolve_client_addr, TrustedProxies, FORWARDED_BY, FORWARDED_CLIENT};
-pub(crate) use front::Front;
-pub use front::{probe_answer, ServiceBody, PROBE_HEADER};
+pub(crate) use ingress::Ingress;
+pub use ingress::{probe_answer, ServiceBody, PROBE_HEADER};
 #[cfg(feature = "redis")]
 pub use forward::Failure as ForwardFailure;
 #[cfg(feature = "redis")]
@@ -96,13 +96,13 @@ impl std::fmt::Debug for ClusterOptions {
 }
 
 /// Joins the cluster (registers this node, or fails on an id clash) and makes the
-/// forwarder for the front.
+/// forwarder for the ingress.
 #[cfg(feature = "redis")]
-pub(crate) async fn join(options: &ClusterOptions, engine: &crate::engine::EngineConfig, metrics: Arc<crate::metrics::NodeMetrics>) -> Result<front::ClusterFront, String> {
+pub(crate) async fn join(options: &ClusterOptions, engine: &crate::engine::EngineConfig, metrics: Arc<crate::metrics::NodeMetrics>) -> Result<ingress::ClusterIngress, String> {
     let request = membership::JoinRequest { key: &options.key, node_id: &engine.node_id, advertise: &options.advertise, ttl: options.membership_ttl, path: &engine.path };
     let membership = Membership::join(options.redis.clone(), request).await?;
     // A forwarded long-polling GET is answered within a ping interval.
     let polling_timeout = engine.ping_interval + engine.ping_timeout + Duration::from_secs(5);
     let forwarder = forward::Forwarder::new(membership.clone(), polling_timeout, metrics);
-    Ok(front::ClusterFront { membership, forwarder })
+    Ok(ingress::ClusterIngress { membership, forwarder })
 }

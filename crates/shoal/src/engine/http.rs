@@ -51,7 +51,7 @@ pub struct Query {
     pub transport: Option<String>,
     pub sid: Option<String>,
     /// One of the three was given more than once: the request is ambiguous, and every
-    /// layer (the engine, the cluster front) must read it the same way, so it is refused.
+    /// layer (the engine, the cluster ingress) must read it the same way, so it is refused.
     pub repeated: bool,
 }
 

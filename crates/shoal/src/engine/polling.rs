@@ -13,12 +13,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use std::sync::Arc;
 
 /// Clears a session's in-flight flag even when the request future is dropped.
-struct Busy<'a> {
+struct PollInFlight<'a> {
     session: &'a Session,
     get: bool,
 }
 
-impl Drop for Busy<'_> {
+impl Drop for PollInFlight<'_> {
     fn drop(&mut self) {
         let mut st = self.session.state.lock().unwrap();
         if self.get {
@@ -48,7 +48,7 @@ pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, heade
         }
         st.get_active = true;
     }
-    let _busy = Busy { session: &session, get: true };
+    let _in_flight = PollInFlight { session: &session, get: true };
     loop {
         let notified = session.writable.notified();
         tokio::pin!(notified);
@@ -125,7 +125,7 @@ where
         }
         st.post_active = true;
     }
-    let _busy = Busy { session: &session, get: false };
+    let _in_flight = PollInFlight { session: &session, get: false };
     let max = engine.config.max_payload;
     let declared = headers
         .get(header::CONTENT_LENGTH)

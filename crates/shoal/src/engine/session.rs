@@ -118,8 +118,8 @@ pub struct Session {
     pub(crate) engine: Weak<EngineShared>,
     /// The engine's `max_buffered_bytes`, kept here: it is read on every send.
     max_buffered_bytes: usize,
-    /// The upper layer's per-session state (the Socket.IO client of this session).
-    upper: OnceLock<Arc<dyn Any + Send + Sync>>,
+    /// The EngineHandler's state for this session (the Socket.IO client of this session).
+    handler_state: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -154,7 +154,7 @@ impl Session {
             closed_notify: Notify::new(),
             max_buffered_bytes: engine.upgrade().map(|e| e.config.max_buffered_bytes).unwrap_or(usize::MAX),
             engine,
-            upper: OnceLock::new(),
+            handler_state: OnceLock::new(),
         }
     }
 
@@ -277,14 +277,14 @@ impl Session {
         }
     }
 
-    /// Stores the upper layer's state for this session (only the first call counts).
-    pub fn set_upper<T: Any + Send + Sync>(&self, value: Arc<T>) {
-        let _ = self.upper.set(value);
+    /// Stores the EngineHandler's state for this session (only the first call counts).
+    pub fn set_handler_state<T: Any + Send + Sync>(&self, value: Arc<T>) {
+        let _ = self.handler_state.set(value);
     }
 
-    /// The upper layer's state, if it is of type `T`.
-    pub fn upper<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        self.upper.get().cloned().and_then(|a| a.downcast::<T>().ok())
+    /// The EngineHandler's state for this session, if it is of type `T`.
+    pub fn handler_state<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.handler_state.get().cloned().and_then(|a| a.downcast::<T>().ok())
     }
 
     /// Runs the heartbeat for as long as the session lives (polling sessions; a

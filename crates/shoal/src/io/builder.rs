@@ -5,7 +5,7 @@ use super::engine_handler::{ConnectDeadlines, Handler};
 use super::server::ServerConfig;
 use super::{Server, ServerShared};
 use crate::adapter::{AdapterFactory, RecoveryOptions};
-use crate::cluster::{Front, TrustedProxies};
+use crate::cluster::{Ingress, TrustedProxies};
 use crate::engine::{AllowRequest, Cors, Engine, EngineConfig, Transports};
 use crate::metrics::NodeMetrics;
 use std::collections::HashMap;
@@ -186,8 +186,8 @@ impl ServerBuilder {
             panic!("{e}");
         }
         let (server, _) = self.assemble();
-        let front = Front::new(server.engine().clone(), server.shared.config_trusted(), server.shared.metrics.clone());
-        let _ = server.shared.front.set(Arc::new(front));
+        let ingress = Ingress::new(server.engine().clone(), server.shared.config_trusted(), server.shared.metrics.clone());
+        let _ = server.shared.ingress.set(Arc::new(ingress));
         server
     }
 
@@ -199,16 +199,16 @@ impl ServerBuilder {
         let (server, cluster) = self.assemble();
         let shared = &server.shared;
         #[allow(unused_mut)]
-        let mut front = Front::new(server.engine().clone(), shared.config_trusted(), shared.metrics.clone());
+        let mut ingress = Ingress::new(server.engine().clone(), shared.config_trusted(), shared.metrics.clone());
         #[cfg(feature = "redis")]
         if let Some(options) = cluster {
             let config = server.engine().config();
-            let cluster_front = crate::cluster::join(&options, config, shared.metrics.clone()).await.map_err(StartError::Cluster)?;
-            front = front.with_cluster(cluster_front);
+            let cluster_ingress = crate::cluster::join(&options, config, shared.metrics.clone()).await.map_err(StartError::Cluster)?;
+            ingress = ingress.with_cluster(cluster_ingress);
         }
         #[cfg(not(feature = "redis"))]
         let _ = cluster;
-        let _ = shared.front.set(Arc::new(front));
+        let _ = shared.ingress.set(Arc::new(ingress));
         Ok(server)
     }
 
@@ -253,7 +253,7 @@ impl ServerBuilder {
             dynamic: RwLock::new(Vec::new()),
             engine: OnceLock::new(),
             connect_deadlines: ConnectDeadlines::default(),
-            front: OnceLock::new(),
+            ingress: OnceLock::new(),
             metrics: Arc::new(NodeMetrics::new(clustered)),
         });
         let handler = Arc::new(Handler { server: Arc::downgrade(&shared) });

@@ -42,7 +42,7 @@ async fn sweep_connect_deadlines(server: Weak<ServerShared>) {
                 q.front().map(|(d, _)| *d)
             };
             for session in expired.iter().filter_map(Weak::upgrade) {
-                let joined = session.upper::<Client>().is_some_and(|c| c.connected_once.load(Ordering::Acquire));
+                let joined = session.handler_state::<Client>().is_some_and(|c| c.connected_once.load(Ordering::Acquire));
                 if !joined && !session.is_closed() {
                     tracing::debug!(sid = %session.sid, "no namespace joined within connect timeout");
                     session.close(CloseReason::ForcedClose);
@@ -75,18 +75,18 @@ impl EngineHandler for Handler {
     fn on_open(&self, session: &Arc<Session>) {
         let Some(server) = self.server.upgrade() else { return };
         let client = Arc::new(Client::new(self.server.clone()));
-        session.set_upper(client.clone());
+        session.set_handler_state(client.clone());
         ConnectDeadlines::watch(&server, session);
     }
 
     fn on_message(&self, session: &Arc<Session>, message: Message) {
-        if let Some(client) = session.upper::<Client>() {
+        if let Some(client) = session.handler_state::<Client>() {
             client.on_message(session, message);
         }
     }
 
     fn on_close(&self, session: &Session, reason: CloseReason) {
-        if let Some(client) = session.upper::<Client>() {
+        if let Some(client) = session.handler_state::<Client>() {
             client.on_close(reason);
         }
     }

@@ -8,7 +8,7 @@
 //! - `builder.rs`: [`ServerBuilder`], every setting with its default, and `start`, which
 //!   joins the cluster;
 //! - `service.rs`: [`SocketIoService`], the tower service an app mounts (the cluster
-//!   front, then the engine);
+//!   ingress, then the engine);
 //! - `engine_handler.rs`: what the engine calls on a session's open, message and close;
 //! - `namespace.rs`, `socket.rs`, `client.rs` (one session's sockets), `broadcast.rs`,
 //!   `handshake.rs`.

@@ -4,7 +4,7 @@
 use super::engine_handler::ConnectDeadlines;
 use super::{BroadcastOperator, ConnectError, EmitError, Namespace, ServerBuilder, Socket, SocketIoService};
 use crate::adapter::{AdapterFactory, RecoveryOptions, Room};
-use crate::cluster::Front;
+use crate::cluster::Ingress;
 use crate::engine::{CloseReason, Engine, ResponseBody};
 use crate::metrics::NodeMetrics;
 use crate::protocol::{IntoArgs, Value};
@@ -31,7 +31,7 @@ pub(crate) struct ServerShared {
     pub(super) dynamic: RwLock<Vec<(NamespaceMatcher, NamespaceInit)>>,
     pub(super) engine: OnceLock<Engine>,
     /// Set once the node is ready to serve: at `build`, or once `start` joined the cluster.
-    pub(super) front: OnceLock<Arc<Front>>,
+    pub(super) ingress: OnceLock<Arc<Ingress>>,
     pub(super) metrics: Arc<NodeMetrics>,
 }
 
@@ -174,8 +174,8 @@ impl Server {
         SocketIoService::new(self.clone())
     }
 
-    pub(crate) fn front(&self) -> &Arc<Front> {
-        self.shared.front.get().expect("the front is set when the server is built")
+    pub(crate) fn ingress(&self) -> &Arc<Ingress> {
+        self.shared.ingress.get().expect("the ingress is set when the server is built")
     }
 
     /// Stops: refuses new sessions and closes every open one. Clients see a transport
@@ -195,7 +195,7 @@ impl Server {
     pub async fn drain(&self, grace: Duration) {
         self.engine().refuse_new_sessions();
         #[cfg(feature = "redis")]
-        if let Some(membership) = self.shared.front.get().and_then(|f| f.membership()) {
+        if let Some(membership) = self.shared.ingress.get().and_then(|f| f.membership()) {
             membership.leave().await;
         }
         let sessions = self.session_count();
@@ -235,7 +235,7 @@ impl Server {
             m.sockets.get_or_create(&crate::metrics::NspLabel { nsp: ns.name().to_owned() }).set(ns.local_socket_count() as i64);
         }
         #[cfg(feature = "redis")]
-        if let Some(membership) = self.shared.front.get().and_then(|f| f.membership()) {
+        if let Some(membership) = self.shared.ingress.get().and_then(|f| f.membership()) {
             m.cluster_nodes.set(membership.member_count() as i64);
         }
         m.encode()
@@ -259,7 +259,7 @@ impl Server {
     /// itself included; empty for a node that is not in a cluster.
     pub fn cluster_members(&self) -> Vec<(String, String)> {
         #[cfg(feature = "redis")]
-        if let Some(membership) = self.shared.front.get().and_then(|f| f.membership()) {
+        if let Some(membership) = self.shared.ingress.get().and_then(|f| f.membership()) {
             return membership.members();
         }
         Vec::new()

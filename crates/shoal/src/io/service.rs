@@ -1,5 +1,5 @@
 //! The tower `Service` an app mounts (axum's `route_service`, or [`crate::serve`]):
-//! every request goes through the cluster front (client address, forwarding to the
+//! every request goes through the cluster ingress (client address, forwarding to the
 //! owner node) and then to the engine.
 
 use super::Server;
@@ -38,7 +38,7 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let server = self.server.clone();
         Box::pin(async move {
-            let front = server.front().clone();
+            let ingress = server.ingress().clone();
             if !server.engine().matches(&req) {
                 let mut res = http::Response::new(http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
                     http_body_util::Full::new(Bytes::from_static(b"Not Found")),
@@ -47,7 +47,7 @@ where
                 *res.status_mut() = http::StatusCode::NOT_FOUND;
                 return Ok(res);
             }
-            Ok(front.handle(req).await)
+            Ok(ingress.handle(req).await)
         })
     }
 }

@@ -128,9 +128,18 @@ impl RedisAdapter {
             ("packet", wire::packet_to_value(&packet)),
             ("opts", wire::opts_to_value(&BroadcastOptions { flags: BroadcastFlags { timeout: Some(timeout), ..opts.flags.clone() }, ..opts.clone() }, true)),
         ]);
+        // The nodes are counted before the request goes out, so that the count cannot
+        // race with the answers (or with Redis going away once they arrived). Not knowing
+        // how many nodes there are, the broadcast waits for its deadline.
+        let servers = match self.link.numsub(&self.channels.request).await {
+            Ok(n) => n.max(1),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the nodes for a broadcast with acks; waiting for its timeout");
+                usize::MAX
+            }
+        };
         self.link.publish(self.channels.request.clone(), wire::encode_msgpack(&request));
         let (local_count, mut local_acks) = self.local.start_broadcast_with_ack(packet, &opts);
-        let servers = self.link.numsub(&self.channels.request).await.unwrap_or(1).max(1);
         let mut expected = local_count;
         let mut servers_counted = 1;
         let mut responses = Vec::new();
@@ -152,7 +161,7 @@ impl RedisAdapter {
             }
         }
         self.ack_requests.lock().unwrap().remove(&request_id);
-        AckResponses { expected, timed_out: timed_out || responses.len() < expected, responses }
+        AckResponses { expected, timed_out: timed_out || responses.len() < expected || servers_counted < servers, responses }
     }
 
     /// An answer to one of our requests (on the shared or our own response channel).

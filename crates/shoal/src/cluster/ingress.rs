@@ -1,4 +1,4 @@
-//! The front door of a node's Socket.IO service: every request on the engine's path
+//! The ingress of a node's Socket.IO service: every request on the engine's path
 //! passes here before the engine sees it ([`crate::SocketIoService`] calls it, so an
 //! axum app that mounts `io.service()` gets all of it).
 //!
@@ -62,24 +62,24 @@ pub(crate) fn route(own_id: &str, clustered: bool, probe: bool, marked: bool, me
     }
 }
 
-/// This node in its cluster, as the front sees it.
+/// This node in its cluster, as the ingress sees it.
 #[cfg(feature = "redis")]
-pub(crate) struct ClusterFront {
+pub(crate) struct ClusterIngress {
     pub membership: Arc<super::Membership>,
     pub forwarder: super::forward::Forwarder,
 }
 
-pub(crate) struct Front {
+pub(crate) struct Ingress {
     engine: Engine,
     trusted: TrustedProxies,
     #[cfg(feature = "redis")]
-    cluster: Option<ClusterFront>,
+    cluster: Option<ClusterIngress>,
     metrics: Arc<NodeMetrics>,
 }
 
-impl Front {
-    pub fn new(engine: Engine, trusted: TrustedProxies, metrics: Arc<NodeMetrics>) -> Front {
-        Front {
+impl Ingress {
+    pub fn new(engine: Engine, trusted: TrustedProxies, metrics: Arc<NodeMetrics>) -> Ingress {
+        Ingress {
             engine,
             trusted,
             #[cfg(feature = "redis")]
@@ -89,7 +89,7 @@ impl Front {
     }
 
     #[cfg(feature = "redis")]
-    pub fn with_cluster(mut self, cluster: ClusterFront) -> Front {
+    pub fn with_cluster(mut self, cluster: ClusterIngress) -> Ingress {
         self.cluster = Some(cluster);
         self
     }
