@@ -48,6 +48,10 @@ pub struct Config {
     #[arg(long, env = "SHOAL_CORS_CREDENTIALS", default_value_t = false)]
     pub cors_credentials: bool,
 
+    /// Largest request head (request line and headers) in bytes; larger ones get 431.
+    #[arg(long, env = "SHOAL_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u64).range(8192..))]
+    pub max_header_bytes: u64,
+
     /// Bytes that may wait for one slow client before it is disconnected.
     #[arg(long, env = "SHOAL_MAX_BUFFERED_BYTES", default_value_t = 8 << 20)]
     pub max_buffered_bytes: usize,
@@ -149,7 +153,12 @@ impl Config {
 
     /// The listener's options: limits, and the PROXY protocol from trusted proxies.
     pub fn serve_options(&self, io: &Server) -> shoal::ServeOptions {
-        shoal::ServeOptions { proxy_protocol: self.proxy_protocol, trusted_proxies: io.trusted_proxies().clone(), ..Default::default() }
+        shoal::ServeOptions {
+            proxy_protocol: self.proxy_protocol,
+            trusted_proxies: io.trusted_proxies().clone(),
+            max_header_bytes: self.max_header_bytes as usize,
+            ..Default::default()
+        }
     }
 }
 

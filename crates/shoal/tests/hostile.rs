@@ -211,3 +211,28 @@ async fn next_text_raw<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     use futures_util::StreamExt;
     let _ = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
 }
+
+/// A request head over the limit (16 KiB by default) is answered 431, as Node answers,
+/// and the node goes on serving.
+#[tokio::test]
+async fn an_oversized_request_head_is_answered_431() {
+    let io = shoal::Server::builder().build();
+    let addr = serve_io(&io).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let big = "a".repeat(100 * 1024);
+    let req = format!("GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    // The server may stop reading before all of it is written.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, req.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer)).await.expect("an answer within 5 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    // A head just under the limit is served.
+    let fine = "a".repeat(12 * 1024);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {fine}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 "));
+}

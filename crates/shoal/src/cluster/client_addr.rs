@@ -98,6 +98,7 @@ pub fn resolve(peer: SocketAddr, headers: &HeaderMap, trusted: impl Fn(IpAddr) -
 }
 
 /// True if the request was forwarded by a node of the cluster whose secret is `secret`.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub fn from_cluster_peer(headers: &HeaderMap, secret: &str) -> bool {
     let Some(mark) = headers.get(FORWARDED_BY).and_then(|v| v.to_str().ok()) else { return false };
     let Some((_node, given)) = mark.split_once(' ') else { return false };

@@ -27,6 +27,11 @@ use tokio::net::TcpListener;
 pub struct ServeOptions {
     /// Time a client has to send a request's headers (default 10 s).
     pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) a client may send, in bytes
+    /// (default 16 KiB, as Node's http server). A larger head is answered 431 and the
+    /// connection closed, so a connection cannot hold more than this while its headers
+    /// arrive. At least 8 KiB (hyper's floor).
+    pub max_header_bytes: usize,
     /// Connections beyond this are closed at once (default 100,000).
     pub max_connections: usize,
     /// Accept a PROXY protocol header (v1 or v2) at the start of a connection (default
@@ -42,7 +47,7 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { header_read_timeout: Duration::from_secs(10), max_connections: 100_000, proxy_protocol: false, trusted_proxies: TrustedProxies::default() }
+        ServeOptions { header_read_timeout: Duration::from_secs(10), max_header_bytes: 16 * 1024, max_connections: 100_000, proxy_protocol: false, trusted_proxies: TrustedProxies::default() }
     }
 }
 
@@ -50,6 +55,7 @@ impl std::fmt::Debug for ServeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServeOptions")
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
             .field("max_connections", &self.max_connections)
             .field("proxy_protocol", &self.proxy_protocol)
             .field("trusted_proxies", &self.trusted_proxies)
@@ -134,6 +140,7 @@ where
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
+                .max_buf_size(options.max_header_bytes.max(8192))
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
             if let Err(e) = conn.await {
