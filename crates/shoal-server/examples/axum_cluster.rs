@@ -19,25 +19,18 @@ use axum::extract::{ConnectInfo, Request};
 use axum::middleware::{self, Next};
 use axum::routing::get;
 use axum::Router;
-use clap::Parser;
 use shoal::engine::PeerAddr;
-use shoal_server::config::{listen, shutdown_signal, Config};
+use shoal_server::config::{listen_on, run_node, shutdown_signal, Config};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 #[tokio::main]
 async fn main() {
-    let config = Config::parse();
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(&config.log)).init();
-    if let Err(e) = run(config).await {
-        tracing::error!("{e}");
-        std::process::exit(1);
-    }
+    run_node(run).await
 }
 
 async fn run(config: Config) -> Result<(), String> {
-    let listener = listen(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, local) = listen_on(&config)?;
     let io = config.start(local).await?;
     // The app's handlers: here the demo's, which the suites talk to.
     shoal_server::demo::install(&io);

@@ -162,6 +162,29 @@ impl Config {
     }
 }
 
+/// Reads the configuration, sets up logging (`--log`, or `RUST_LOG` over it), runs `run`
+/// and exits with status 1 and the error in the log if it fails: the `main` of a node.
+pub async fn run_node<F, Fut>(run: F)
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let config = Config::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).init();
+    if let Err(e) = run(config).await {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
+}
+
+/// The listener of `--listen`, and the address it got (a port 0 becomes a real one).
+pub fn listen_on(config: &Config) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let listener = listen(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok((listener, local))
+}
+
 /// A listener with a backlog of 1024 (tokio's `bind` asks for 128, which overflows when
 /// thousands of clients reconnect at once, e.g. after another node went down).
 pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

@@ -2,25 +2,17 @@
 //! drains on SIGTERM/SIGINT: readiness turns to draining, the node leaves its cluster,
 //! and every client is disconnected with a transport close, so it reconnects elsewhere.
 
-use clap::Parser;
-use shoal_server::config::{listen, shutdown_signal, Config};
+use shoal_server::config::{listen_on, run_node, shutdown_signal, Config};
 use shoal_server::demo;
 use std::time::Duration;
 
 #[tokio::main]
 async fn main() {
-    let config = Config::parse();
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).init();
-    if let Err(e) = run(config).await {
-        tracing::error!("{e}");
-        std::process::exit(1);
-    }
+    run_node(run).await
 }
 
 async fn run(config: Config) -> Result<(), String> {
-    let listener = listen(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, local) = listen_on(&config)?;
     let io = config.start(local).await?;
     demo::install(&io);
     tracing::info!(

@@ -6,48 +6,16 @@
 //! header, and a clashing node id, a broken cluster secret and a flood of forged sids
 //! are handled as they must be.
 
+mod common;
+
+use common::redis_server::RedisServer as Redis;
 use shoal::adapter::redis::RedisLink;
 use shoal::cluster::{ClusterOptions, TrustedProxies};
 use shoal::{Event, ServeOptions, Server, Socket, StartError, Value};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A private redis-server, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/test.sh installs it)");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "redis-server did not listen on {port}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Redis { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Node {
     io: Server,
@@ -57,7 +25,7 @@ struct Node {
 async fn start_node(redis: &Redis, id: &str, key: &str) -> Result<Node, StartError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let link = RedisLink::connect(&redis.url()).await.unwrap();
+    let link = RedisLink::connect(&redis.url).await.unwrap();
     let io = Server::builder()
         .node_id(id)
         .trusted_proxies(TrustedProxies::parse(&["127.0.0.1"]).unwrap())
@@ -130,7 +98,7 @@ async fn redis_calls(link: &RedisLink, command: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_from_the_public_api_forwards_to_the_owner() {
-    let redis = Redis::start().await;
+    let redis = Redis::start();
     let a = start_node(&redis, "a", "socket.io").await.unwrap();
     let b = start_node(&redis, "b", "socket.io").await.unwrap();
     assert_eq!(b.io.cluster_members().iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
@@ -165,7 +133,7 @@ async fn a_cluster_from_the_public_api_forwards_to_the_owner() {
     }
 
     // A flood of made-up owners costs a bounded number of Redis lookups.
-    let link = RedisLink::connect(&redis.url()).await.unwrap();
+    let link = RedisLink::connect(&redis.url).await.unwrap();
     let before = redis_calls(&link, "get").await;
     for i in 0..300 {
         let (status, body) = http(b.addr, "GET", &format!("/socket.io/?EIO=4&transport=polling&sid=forged{i}~x"), &[], "").await;
@@ -188,8 +156,8 @@ async fn a_cluster_from_the_public_api_forwards_to_the_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_secret_that_is_not_header_safe_is_refused_at_start() {
-    let redis = Redis::start().await;
-    let link = RedisLink::connect(&redis.url()).await.unwrap();
+    let redis = Redis::start();
+    let link = RedisLink::connect(&redis.url).await.unwrap();
     let _: () = link.query(redis::cmd("SET").arg("broken#shoal#secret").arg("two words\r\nx-evil: 1"), "SET").await.unwrap();
     match start_node(&redis, "n1", "broken").await {
         Err(StartError::Cluster(why)) => assert!(why.contains("secret") && why.contains("broken#shoal#secret"), "{why}"),

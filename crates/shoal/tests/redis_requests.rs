@@ -5,14 +5,13 @@
 
 mod common;
 
+use common::redis_server::RedisServer;
 use common::*;
 use serde_json::json;
 use shoal::adapter::redis::{factory, RedisLink, RedisOptions};
 use shoal::adapter::{AckResponses, AdapterError, ServerAck};
 use shoal::{Server, Socket, Value};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -20,46 +19,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// The request channel of `/` under the default key: every node listens on it.
 const REQUEST_CHANNEL: &str = "socket.io-request#/#";
 
-/// A `redis-server` of this test alone, killed when dropped.
-struct RedisServer {
-    child: Child,
-    url: String,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("redis-server is installed");
-        // Redis says when it listens; its log goes on being drained so it never blocks.
-        let mut log = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let read = log.read_line(&mut line).unwrap();
-            assert!(read > 0, "redis-server on port {port} exited before it was ready");
-            if line.contains("Ready to accept connections") {
-                break;
-            }
-        }
-        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-        RedisServer { child, url: format!("redis://127.0.0.1:{port}") }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One shoal node on the shared Redis. Every socket joins the room named by its `team`
-/// query parameter, keeps `{node, token}` as its data, then gets a `ready` event (the
-/// test waits for it, so the socket's state is complete before anyone asks about it).
 struct Node {
     io: Server,
     addr: SocketAddr,

@@ -2,6 +2,8 @@
 //! and WebSocket to it, so tests see exactly the bytes a client would.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use futures_util::{SinkExt, StreamExt};
 use shoal::engine::{CloseReason, Engine, EngineConfig, EngineHandler, Message, Session};
 use shoal::protocol::engine_packet::{OutPacket, PacketType};
