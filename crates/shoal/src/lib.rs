@@ -32,3 +32,7 @@ pub use cluster::ClusterOptions;
 pub use cluster::TrustedProxies;
 pub use protocol::{IntoArgs, Value};
 pub use serve::{serve, serve_with, ServeOptions};
+
+/// The metrics crate of [`Server::register_metrics`], so an app registers its own
+/// metrics with the same version.
+pub use prometheus_client;

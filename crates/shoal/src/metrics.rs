@@ -32,7 +32,8 @@ pub(crate) struct NspLabel {
 
 /// Every metric of one node.
 pub(crate) struct NodeMetrics {
-    registry: Registry,
+    /// Locked only to register a metric or to write the text.
+    registry: std::sync::Mutex<Registry>,
     pub sessions: Gauge,
     pub sockets: Family<NspLabel, Gauge>,
     pub requests_received: Counter,
@@ -47,7 +48,7 @@ pub(crate) struct NodeMetrics {
 impl NodeMetrics {
     pub fn new(clustered: bool) -> NodeMetrics {
         let mut m = NodeMetrics {
-            registry: Registry::default(),
+            registry: std::sync::Mutex::new(Registry::default()),
             sessions: Gauge::default(),
             sockets: Family::default(),
             requests_received: Counter::default(),
@@ -58,7 +59,10 @@ impl NodeMetrics {
             forward_failures: Family::default(),
             forwarded_websockets: Gauge::default(),
         };
-        let r = &mut m.registry;
+        let mut registry = std::sync::Mutex::new(Registry::default());
+        std::mem::swap(&mut registry, &mut m.registry);
+        let mut registry = registry.into_inner().unwrap_or_else(|e| e.into_inner());
+        let r = &mut registry;
         r.register("shoal_sessions", "Open Engine.IO sessions on this node", m.sessions.clone());
         r.register("shoal_sockets", "Connected sockets on this node, by namespace", m.sockets.clone());
         r.register("shoal_requests_received", "Engine.IO requests from clients or balancers (served here or forwarded)", m.requests_received.clone());
@@ -80,14 +84,20 @@ impl NodeMetrics {
                 let _ = m.forward_failures.get_or_create(&ReasonLabel { reason });
             }
         }
+        m.registry = std::sync::Mutex::new(registry);
         m
+    }
+
+    /// Lets an embedding add its own metrics to the same exposition.
+    pub fn register(&self, f: impl FnOnce(&mut Registry)) {
+        f(&mut self.registry.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().unwrap_or_else(|e| e.into_inner()));
         out
     }
 }

@@ -241,6 +241,12 @@ impl Server {
         m.encode()
     }
 
+    /// Adds the app's own metrics to this node's exposition (`metrics_text`), e.g.
+    /// `io.register_metrics(|r| r.register("app_logins", "Logins", counter.clone()))`.
+    pub fn register_metrics(&self, f: impl FnOnce(&mut prometheus_client::registry::Registry)) {
+        self.shared.metrics.register(f);
+    }
+
     /// `metrics_text()` as an HTTP answer, for a scrape endpoint.
     pub fn metrics_response(&self) -> http::Response<ResponseBody> {
         let mut res = http::Response::new(ResponseBody::new(bytes::Bytes::from(self.metrics_text())));
