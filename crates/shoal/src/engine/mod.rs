@@ -12,6 +12,7 @@ mod polling;
 pub mod session;
 pub mod sid;
 mod websocket;
+pub mod ws_frame;
 
 pub use self::http::{is_websocket_upgrade, ErrorCode, PeerAddr, Query, ResponseBody};
 pub use conn::Conn;
