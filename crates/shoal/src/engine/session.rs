@@ -194,6 +194,13 @@ impl Session {
         self.state.lock().unwrap().transport
     }
 
+    /// True while a WebSocket claimed the upgrade of this polling session and has not
+    /// finished it (or given up).
+    pub(crate) fn upgrade_in_progress(&self) -> bool {
+        let st = self.state.lock().unwrap();
+        st.upgrade_claimed && st.transport == TransportKind::Polling && st.closed.is_none()
+    }
+
     pub fn is_closed(&self) -> bool {
         self.state.lock().unwrap().closed.is_some()
     }

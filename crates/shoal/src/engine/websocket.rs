@@ -242,8 +242,18 @@ pub(crate) fn upgrade<B>(engine: &Arc<EngineShared>, session: Arc<Session>, req:
         // As the reference server: complete the handshake, then close that WebSocket.
         // The session and its current transport are untouched.
         tracing::debug!(sid = %session.sid, "second upgrade for a session refused");
-        return match accept(engine, req, |mut ws| {
+        let (first, limit) = (session.clone(), engine.config.upgrade_timeout);
+        return match accept(engine, req, move |mut ws| {
             Box::pin(async move {
+                // Threads serve the two connections side by side, where the reference
+                // server takes events in arrival order: a client that sent `2probe` and
+                // `5` on the first WebSocket before opening this one must get its
+                // `3probe` before it sees this one closed. So the refusal waits until
+                // the first upgrade ended (bounded; a rare path, polled).
+                let deadline = tokio::time::Instant::now() + limit;
+                while first.upgrade_in_progress() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
                 ws.close(&[]).await;
             })
         }) {
