@@ -239,10 +239,11 @@ pub fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
     any.then_some(n)
 }
 
-/// The payload of the benchmark messages: a send timestamp, a sequence number, a flag for
-/// "inside the measured window", and padding up to about `size` bytes of JSON.
-pub fn payload(t_us: u64, seq: u64, measured: bool, size: usize) -> String {
-    let head = format!("{{\"t\":{t_us},\"m\":{},\"s\":{seq},\"p\":\"", measured as u8);
+/// The payload of the benchmark messages: a send timestamp, a sequence number, the
+/// measured window it belongs to (`m`: 0 outside any, 1 for the one window of a run, the
+/// step number in a saturation run), and padding up to about `size` bytes of JSON.
+pub fn payload(t_us: u64, seq: u64, window: u64, size: usize) -> String {
+    let head = format!("{{\"t\":{t_us},\"m\":{window},\"s\":{seq},\"p\":\"");
     let pad = size.saturating_sub(head.len() + 2);
     let mut s = String::with_capacity(head.len() + pad + 2);
     s.push_str(&head);
