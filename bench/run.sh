@@ -112,7 +112,7 @@ if [[ $MODE == smoke ]]; then
   plan() { [[ $1 == shoal || $1 == floor || $2 == fanout-100x20 ]]; }
 else
   SCENARIOS=(
-    "saturation|saturate --clients 5000 --rates 10,20,30,40,60,80,100,120,160,200,240,300 --warmup 2 --duration 8 --p99-limit-ms 250"
+    "saturation|saturate --clients 5000 --rates 10,20,30,40,60,80,120,160,240,320,480,640 --warmup 2 --duration 8 --p99-limit-ms 250"
     "idle-10k|idle --clients 10000 --settle 8"
     "idle-19k|idle --clients 19000 --settle 8"
     "connect-ws|idle --clients 10000 --settle 1"

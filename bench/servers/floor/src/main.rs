@@ -9,8 +9,11 @@
 //! - one thread, one epoll set (mio, edge-triggered); pin it with `taskset`;
 //! - WebSocket handshake and framing by hand; a broadcast's frame is built once and shared
 //!   (`Bytes`) by every recipient;
-//! - a frame goes straight to the socket (`write`) when nothing is queued for that client,
-//!   else it is queued and the queue leaves in one `writev` when the socket is writable;
+//! - what one read produces (a broadcast, or several broadcasts that arrived together) is
+//!   gathered per client and written once per client when that read is handled: one
+//!   `write` when a single frame waits, one `writev` when several do (a server that falls
+//!   behind reads several broadcasts at once, so its cost per delivery falls as load
+//!   rises); a client whose socket is full keeps its queue until epoll says writable;
 //! - no buffer per connection while idle: reads go to one shared scratch buffer, and a
 //!   connection keeps bytes only while a partial frame or request is pending.
 //!
@@ -104,6 +107,10 @@ struct Conn {
     out: VecDeque<Bytes>,
     queued: usize,
     dead: bool,
+    /// In `Server::dirty`: has frames to write at the end of this read.
+    dirty: bool,
+    /// The socket refused bytes: wait for writable before writing again.
+    blocked: bool,
 }
 
 struct Session {
@@ -136,6 +143,8 @@ struct Server {
     second: u64,
     scratch: Vec<u8>,
     dead: Vec<usize>,
+    /// Connections with frames queued since the last flush.
+    dirty: Vec<usize>,
     gen: u32,
     rng: u64,
 }
@@ -220,6 +229,7 @@ impl Server {
             second: 0,
             scratch: vec![0; 64 * 1024],
             dead: Vec::new(),
+            dirty: Vec::new(),
             gen: 0,
             rng: seed | 1,
         })
@@ -245,14 +255,19 @@ impl Server {
                     self.on_readable(c);
                 }
                 if ev.is_writable() {
-                    self.on_writable(c);
+                    if let Some(conn) = self.conns.get(c) {
+                        conn.blocked = false;
+                    }
+                    self.drain(c);
                 }
+                self.flush();
                 self.reap();
             }
             let now = self.started.elapsed().as_secs();
             while self.second < now {
                 self.second += 1;
                 self.heartbeat(self.second);
+                self.flush();
                 self.reap();
             }
         }
@@ -267,7 +282,7 @@ impl Server {
                     if self.poll.registry().register(&mut sock, Token(entry), Interest::READABLE | Interest::WRITABLE).is_err() {
                         continue;
                     }
-                    let i = self.conns.insert(Conn { sock, proto: Proto::Http, session: NONE, rbuf: Vec::new(), out: VecDeque::new(), queued: 0, dead: false });
+                    let i = self.conns.insert(Conn { sock, proto: Proto::Http, session: NONE, rbuf: Vec::new(), out: VecDeque::new(), queued: 0, dead: false, dirty: false, blocked: false });
                     debug_assert_eq!(i, entry);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -325,35 +340,50 @@ impl Server {
         }
     }
 
-    /// Queues `bytes` for connection `c`, written at once when nothing else waits.
+    /// Queues `bytes` for connection `c`; `flush` writes it when the current read is handled.
     fn write(&mut self, c: usize, bytes: Bytes) {
         let Some(conn) = self.conns.get(c) else { return };
         if conn.dead {
             return;
         }
-        let mut bytes = bytes;
-        if conn.out.is_empty() {
-            match conn.sock.write(&bytes) {
-                Ok(n) if n == bytes.len() => return,
-                Ok(n) => bytes = bytes.slice(n..),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return self.kill(c),
-            }
-        }
         conn.queued += bytes.len();
         conn.out.push_back(bytes);
         if conn.queued > MAX_QUEUED {
-            self.kill(c);
+            return self.kill(c);
+        }
+        if !conn.dirty && !conn.blocked {
+            conn.dirty = true;
+            self.dirty.push(c);
         }
     }
 
-    /// Drains the queue of `c` in `writev`s while the socket takes it.
-    fn on_writable(&mut self, c: usize) {
+    /// Writes what the last read queued: one `write` or `writev` per client.
+    fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &c in &dirty {
+            if let Some(conn) = self.conns.get(c) {
+                conn.dirty = false;
+            }
+            self.drain(c);
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    /// Writes the queue of `c` while the socket takes it.
+    fn drain(&mut self, c: usize) {
         let Some(conn) = self.conns.get(c) else { return };
         while !conn.out.is_empty() && !conn.dead {
-            let slices: Vec<IoSlice> = conn.out.iter().take(64).map(|b| IoSlice::new(b)).collect();
-            let r = conn.sock.write_vectored(&slices);
-            drop(slices);
+            let r = if conn.out.len() == 1 {
+                conn.sock.write(&conn.out[0])
+            } else {
+                let mut iov = [IoSlice::new(&[]); 64];
+                let n = conn.out.len().min(64);
+                for (slot, b) in iov.iter_mut().zip(conn.out.iter()) {
+                    *slot = IoSlice::new(b);
+                }
+                conn.sock.write_vectored(&iov[..n])
+            };
             match r {
                 Ok(mut n) => {
                     conn.queued -= n;
@@ -368,12 +398,15 @@ impl Server {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.blocked = true;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.kill(c),
             }
         }
-        if conn.out.is_empty() {
+        if conn.out.is_empty() && conn.out.capacity() > 0 {
             // Give the memory back: an idle connection holds no queue.
             conn.out = VecDeque::new();
         }
