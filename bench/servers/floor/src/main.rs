@@ -254,6 +254,12 @@ impl Server {
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     self.on_readable(c);
                 }
+                // The peer's FIN came with this edge: a short read took the data before it,
+                // and no later edge will report it. Answer what it sent, then close.
+                if ev.is_read_closed() || ev.is_error() {
+                    self.flush();
+                    self.kill(c);
+                }
                 if ev.is_writable() {
                     if let Some(conn) = self.conns.get(c) {
                         conn.blocked = false;
