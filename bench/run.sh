@@ -105,7 +105,8 @@ if [[ $MODE == smoke ]]; then
     "polling-50|fanout --transport polling --clients 50 --rate 10 --warmup 0.5 --duration 1.5"
     "connect-upgrade-100|idle --upgrade --clients 100 --settle 0.5"
     "slow-2|slow --clients 5 --slow 2 --rate 50 --payload 16384 --duration 2"
-    "saturation-200|saturate --clients 200 --rates 10,20 --warmup 0.5 --duration 1"
+    # The smoke proves the stepping works; its p99 bound is loose because CI machines are shared.
+    "saturation-200|saturate --clients 200 --rates 10,20 --warmup 0.5 --duration 1 --p99-limit-ms 2000"
   )
   SERVERS=(floor shoal socketioxide node node-cluster)
   # Smoke: every scenario on the floor and shoal, the fan-out on each peer.
