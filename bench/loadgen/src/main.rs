@@ -54,7 +54,8 @@ struct Common {
     /// Write the JSON here (it is printed to stdout too).
     #[arg(long, global = true)]
     out: Option<String>,
-    /// Exit 2 unless the run looks healthy (all connected, >= 99% delivered/acked).
+    /// Exit 2 unless every client connected, none was closed, and every message counted
+    /// was delivered (fan-out) or acked (echo); saturation: the first step passed.
     #[arg(long, global = true)]
     check: bool,
     /// Before starting, wait up to this many seconds for the machine to be quiet (other
@@ -101,6 +102,10 @@ enum Cmd {
         /// Seconds to hold the sessions before reading the server's RSS.
         #[arg(long, default_value_t = 10.0)]
         settle: f64,
+        /// Open each session over polling, then upgrade it to WebSocket (the official
+        /// client's default), instead of opening it over WebSocket.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// N clients in room `bench`; a publisher emits `broadcast` at `rate`/s.
     Fanout {
@@ -151,6 +156,29 @@ enum Cmd {
         payload: usize,
         #[arg(long, default_value_t = 30.0)]
         duration: f64,
+    },
+    /// Fan-out stepped up until it fails: `clients` in room `bench`, and for each rate of
+    /// `rates` (broadcasts/s) `warmup` s, then `duration` s measured; stepping stops at the
+    /// first step under 100% delivered or with p99 over `p99_limit_ms`. The figure is the
+    /// highest deliveries/s of a passing step. Clients connect once for all steps.
+    Saturate {
+        #[arg(long)]
+        clients: usize,
+        #[arg(long, value_delimiter = ',', default_value = "10,20,30,40,60,80,100,120,160,200")]
+        rates: Vec<f64>,
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 250.0)]
+        p99_limit_ms: f64,
+        /// After a step that lost messages, keep stepping (for the record) while at least
+        /// this share was delivered and p99 stays under the limit. The figure stays that of
+        /// the last step before the first failure.
+        #[arg(long, default_value_t = 0.99)]
+        keep_stepping_above: f64,
     },
     #[command(hide = true)]
     Worker { spec: String },
@@ -370,6 +398,11 @@ impl Publisher {
 
     /// Emits `rate`/s for `secs`; returns how many it sent.
     async fn publish(&mut self, rate: f64, secs: f64, measured: bool, size: usize) -> std::io::Result<u64> {
+        self.publish_window(rate, secs, measured as u64, size).await
+    }
+
+    /// Emits `rate`/s for `secs`, its payloads marked as window `window` (0: none).
+    async fn publish_window(&mut self, rate: f64, secs: f64, window: u64, size: usize) -> std::io::Result<u64> {
         if secs <= 0.0 {
             return Ok(0);
         }
@@ -381,7 +414,7 @@ impl Publisher {
         while sent < target && Instant::now() < end + Duration::from_secs(1) {
             tokio::select! {
                 _ = tick.tick() => {
-                    let p = ws::payload(stats::now_us(), self.seq, measured, size);
+                    let p = ws::payload(stats::now_us(), self.seq, window, size);
                     self.conn.send(format!("42[\"broadcast\",{p}]").as_bytes()).await?;
                     self.seq += 1;
                     sent += 1;
@@ -450,13 +483,24 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
     // The whole machine over the measured window: what else ran beside server and loadgen.
     let mut machine0 = procfs::machine_ticks();
     match cmd {
-        Cmd::Idle { clients, settle } => {
+        Cmd::Idle { clients, settle, upgrade } => {
             out["scenario"] = json!("idle");
-            out["params"] = json!({"clients": clients, "settle_s": settle});
-            let mut w = Workers::spawn(specs(&c, Role::Receive, clients, 0, false, None, 0, 0)).map_err(|e| e.to_string())?;
+            out["params"] = json!({"clients": clients, "settle_s": settle, "upgrade": upgrade});
+            let mut sp = specs(&c, Role::Receive, clients, 0, false, None, 0, 0);
+            if upgrade {
+                for s in &mut sp {
+                    s.via = Some(s.server);
+                }
+            }
+            let c0 = procfs::sample(c.server_pid).cpu_s;
+            let mut w = Workers::spawn(sp).map_err(|e| e.to_string())?;
             let connected = w.collect("CONNECTED ").await?;
-            let conn = connect_summary(&connected);
+            let mut conn = connect_summary(&connected);
             let ok = conn["ok"].as_u64().unwrap_or(0);
+            // The server's CPU from before the first connect to the last CONNECT answer.
+            let connect_cpu = procfs::sample(c.server_pid).cpu_s - c0;
+            conn["server_cpu_s"] = json!(round3(connect_cpu));
+            conn["server_cpu_us_per_handshake"] = json!(if ok > 0 { (connect_cpu / ok as f64 * 1e7).round() / 10.0 } else { 0.0 });
             out["connect"] = conn;
             let t = Instant::now();
             let cpu0 = procfs::sample(c.server_pid).cpu_s;
@@ -530,6 +574,91 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
             });
             let lg = r.cpu_s + (me1 - me0);
             out["loadgen"] = json!({"cpu_s": round3(lg), "cpu_pct_core": cpu_pct(lg, window), "processes": w.children.len() + 1});
+            out["sessions_closed_early"] = json!(r.closed);
+            out["errors"] = json!(r.errors);
+        }
+        Cmd::Saturate { clients, rates, payload, warmup, duration, p99_limit_ms, keep_stepping_above } => {
+            out["scenario"] = json!("saturate");
+            out["params"] = json!({"clients": clients, "rates": rates, "payload": payload, "warmup_s": warmup, "duration_s": duration, "p99_limit_ms": p99_limit_ms,
+                "keep_stepping_above": keep_stepping_above});
+            let mut w = Workers::spawn(specs(&c, Role::Receive, clients, 0, false, Some("bench"), 0, 0)).map_err(|e| e.to_string())?;
+            let connected = w.collect("CONNECTED ").await?;
+            out["connect"] = connect_summary(&connected);
+            let receivers = out["connect"]["ok"].as_u64().unwrap_or(0);
+            let mut publisher = Publisher::connect(&c).await.map_err(|e| format!("publisher: {e}"))?;
+            publisher.idle(1.0).await.map_err(|e| e.to_string())?;
+            let (all0, all_me0, all_t0) = (procfs::sample(c.server_pid), procfs::self_cpu_secs(), Instant::now());
+            machine0 = procfs::machine_ticks();
+            let (mut steps, mut best, mut lg_all, mut closed) = (Vec::new(), Value::Null, 0.0, 0);
+            let (mut failed, mut best_999) = (false, Value::Null);
+            for (k, &rate) in rates.iter().enumerate() {
+                let window = k as u64 + 1;
+                w.tell(&format!("STEP {window}")).await;
+                publisher.publish_window(rate, warmup, 0, payload).await.map_err(|e| e.to_string())?;
+                let (s0, m0, me0, t0) = (procfs::sample(c.server_pid), procfs::machine_ticks(), procfs::self_cpu_secs(), Instant::now());
+                let sent = publisher.publish_window(rate, duration, window, payload).await.map_err(|e| e.to_string())?;
+                let window_s = t0.elapsed().as_secs_f64();
+                // Until every client is quiet: a server that fell behind still works here,
+                // and that work belongs to this step.
+                w.tell("REPORT").await;
+                let r = results(&w.collect("RESULT ").await?);
+                let (s1, m1, me1, elapsed) = (procfs::sample(c.server_pid), procfs::machine_ticks(), procfs::self_cpu_secs(), t0.elapsed().as_secs_f64());
+                let expected = sent * receivers;
+                let p99_ms = if r.latency.is_empty() { f64::INFINITY } else { r.latency.value_at_quantile(0.99) as f64 / 1000.0 };
+                let new_closed = r.closed - closed;
+                closed = r.closed;
+                let pass = r.rx_measured == expected && p99_ms <= p99_limit_ms && new_closed == 0;
+                let server_cpu = s1.cpu_s - s0.cpu_s;
+                let lg = r.cpu_s + (me1 - me0);
+                lg_all += r.cpu_s;
+                let busy = procfs::busy_pct_core(m0, m1);
+                let server_pct = cpu_pct(server_cpu, elapsed);
+                let lg_pct = cpu_pct(lg, elapsed);
+                let step = json!({
+                    "rate": rate, "published": sent, "expected": expected, "delivered": r.rx_measured,
+                    "ratio": if expected > 0 { r.rx_measured as f64 / expected as f64 } else { 0.0 },
+                    "deliveries_per_s": (r.rx_measured as f64 / window_s).round(),
+                    "latency": stats::summary(&r.latency), "window_s": round3(window_s), "drained_s": round3(elapsed - window_s),
+                    "closed": new_closed, "pass": pass,
+                    "server": {"cpu_s": round3(server_cpu), "cpu_pct_core": server_pct,
+                        "cpu_s_per_million": if r.rx_measured > 0 { round3(server_cpu / (r.rx_measured as f64 / 1e6)) } else { 0.0 }, "rss_kib": s1.rss_kib},
+                    "loadgen": {"cpu_s": round3(lg), "cpu_pct_core": lg_pct},
+                    "machine": {"busy_pct_core": busy, "other_pct_core": ((busy - server_pct - lg_pct).max(0.0) * 10.0).round() / 10.0},
+                    "errors": r.errors,
+                });
+                let ratio = step["ratio"].as_f64().unwrap_or(0.0);
+                let go_on = ratio >= keep_stepping_above && p99_ms <= p99_limit_ms && new_closed == 0;
+                eprintln!("loadgen: {} saturate {rate}/s: {ratio:.5} delivered, p99 {p99_ms:.1} ms, {} deliveries/s, server {server_pct}% loadgen {lg_pct}% other {}%{}",
+                    c.label, step["deliveries_per_s"], step["machine"]["other_pct_core"], if pass { "" } else if go_on { ": FAIL (stepping on for the record)" } else { ": FAIL, stop" });
+                failed |= !pass;
+                if pass && !failed {
+                    best = step.clone();
+                }
+                if ratio >= 0.999 && p99_ms <= p99_limit_ms && new_closed == 0 {
+                    best_999 = step.clone();
+                }
+                steps.push(step);
+                if !go_on {
+                    break;
+                }
+            }
+            let all_s = all_t0.elapsed().as_secs_f64();
+            let server_cpu = procfs::sample(c.server_pid).cpu_s - all0.cpu_s;
+            let lg = lg_all + (procfs::self_cpu_secs() - all_me0);
+            out["saturation"] = json!({
+                "deliveries_per_s": best["deliveries_per_s"].as_f64().unwrap_or(0.0),
+                "rate": best["rate"].as_f64().unwrap_or(0.0),
+                "p99_ms": best["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
+                "cpu_s_per_million": best["server"]["cpu_s_per_million"].as_f64().unwrap_or(0.0),
+                "failed_at": steps.iter().find(|s| !s["pass"].as_bool().unwrap_or(false)).map(|s| s["rate"].clone()),
+                "deliveries_per_s_999": best_999["deliveries_per_s"].as_f64().unwrap_or(0.0),
+            });
+            out["steps"] = json!(steps);
+            out["server"] = json!({"cpu_s": round3(server_cpu), "cpu_pct_core": cpu_pct(server_cpu, all_s), "rss_kib": procfs::sample(c.server_pid).rss_kib});
+            out["loadgen"] = json!({"cpu_s": round3(lg), "cpu_pct_core": cpu_pct(lg, all_s), "processes": w.children.len() + 1});
+            w.tell("STOP").await;
+            let r = results(&w.collect("RESULT ").await?);
+            w.wait().await;
             out["sessions_closed_early"] = json!(r.closed);
             out["errors"] = json!(r.errors);
         }
@@ -630,16 +759,22 @@ fn healthy(v: &Value) -> Result<(), String> {
     }
     let closed = v["sessions_closed_early"].as_u64().unwrap_or(0);
     match v["scenario"].as_str() {
-        Some("fanout") | Some("polling") => {
-            let ratio = v["delivery"]["ratio"].as_f64().unwrap_or(0.0);
-            if ratio < 0.99 {
-                return Err(format!("delivered {:.2}% < 99%", ratio * 100.0));
+        Some("fanout") | Some("polling") | Some("slow") => {
+            let (delivered, expected) = (v["delivery"]["delivered"].as_u64().unwrap_or(0), v["delivery"]["expected"].as_u64().unwrap_or(0));
+            if expected == 0 || delivered != expected {
+                return Err(format!("delivered {delivered} of {expected}"));
             }
         }
         Some("echo") => {
-            let ratio = v["echo"]["ratio"].as_f64().unwrap_or(0.0);
-            if ratio < 0.99 {
-                return Err(format!("acked {:.2}% < 99%", ratio * 100.0));
+            let (acked, sent) = (v["echo"]["acked"].as_u64().unwrap_or(0), v["echo"]["sent"].as_u64().unwrap_or(0));
+            if sent == 0 || acked != sent {
+                return Err(format!("acked {acked} of {sent}"));
+            }
+        }
+        Some("saturate") => {
+            let first = &v["steps"][0];
+            if !first["pass"].as_bool().unwrap_or(false) {
+                return Err(format!("the first step ({} broadcasts/s) failed: {} of {} delivered, p99 {} ms", first["rate"], first["delivered"], first["expected"], first["latency"]["p99_ms"]));
             }
         }
         _ => {}

@@ -71,6 +71,8 @@ struct Stats {
     echo_sent: u64,
     echo_acked: u64,
     mark_us: u64,
+    /// The measured window whose ticks count (the `m` of the payload).
+    window: u64,
     closed: u64,
     slow_checked: u64,
     slow_dropped: u64,
@@ -101,7 +103,7 @@ fn on_text(t: &[u8], stats: &Shared) -> Option<&'static [u8]> {
         let mut s = stats.lock().unwrap();
         s.rx_total += 1;
         s.last_rx = Instant::now();
-        if number_after(t, b"\"m\":") == Some(1) {
+        if number_after(t, b"\"m\":") == Some(s.window) {
             s.rx_measured += 1;
             if let Some(sent) = number_after(t, b"\"t\":") {
                 record(&mut s.latency, now.saturating_sub(sent));
@@ -222,7 +224,7 @@ async fn ws_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc<Sema
                     },
                     _ = tick.tick(), if sending => {
                         let t = now_us();
-                        let msg = format!("42{id}[\"echo\",{}]", payload(t, id, true, spec.payload));
+                        let msg = format!("42{id}[\"echo\",{}]", payload(t, id, 1, spec.payload));
                         id += 1;
                         {
                             let mut s = stats.lock().unwrap();
@@ -323,6 +325,7 @@ pub fn run(spec: WorkerSpec) -> ! {
             echo_sent: 0,
             echo_acked: 0,
             mark_us: 0,
+            window: 1,
             closed: 0,
             slow_checked: 0,
             slow_dropped: 0,
@@ -367,6 +370,27 @@ pub fn run(spec: WorkerSpec) -> ! {
                     cpu_mark = self_cpu_secs();
                     let mut s = stats.lock().unwrap();
                     s.mark_us = now_us();
+                }
+                // Saturation runs: `STEP n` starts counting the ticks of window n afresh;
+                // `REPORT` waits until quiet and prints the window's RESULT, and goes on.
+                cmd if cmd.starts_with("STEP ") => {
+                    cpu_mark = self_cpu_secs();
+                    let mut s = stats.lock().unwrap();
+                    s.window = cmd[5..].trim().parse().unwrap_or(0);
+                    s.rx_measured = 0;
+                    s.rx_total = 0;
+                    s.latency.reset();
+                    s.errors.clear();
+                }
+                "REPORT" => {
+                    drain(&spec, &stats).await;
+                    let s = stats.lock().unwrap();
+                    let msg = json!({
+                        "ok": s.ok, "failed": s.failed, "closed": s.closed,
+                        "rx_measured": s.rx_measured, "rx_total": s.rx_total, "latency": encode(&s.latency),
+                        "cpu_s": self_cpu_secs() - cpu_mark, "errors": s.errors,
+                    });
+                    println!("RESULT {msg}");
                 }
                 "STOP" => {
                     let _ = phase_tx.send(PHASE_STOP);
@@ -448,7 +472,7 @@ async fn polling_echo(i: usize, spec: Arc<WorkerSpec>, stats: Shared, c: PollCli
             },
             _ = tick.tick(), if sending => {
                 let t = now_us();
-                let msg = format!("42{id}[\"echo\",{}]", payload(t, id, true, spec.payload));
+                let msg = format!("42{id}[\"echo\",{}]", payload(t, id, 1, spec.payload));
                 id += 1;
                 {
                     let mut s = stats.lock().unwrap();

@@ -13,11 +13,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-const SERVERS: &[&str] = &["shoal", "shoal-1t", "socketioxide", "node", "node-cluster"];
-const PEERS: &[&str] = &["socketioxide", "node", "node-cluster"];
+const SERVERS: &[&str] = &["floor", "shoal", "shoal-1t", "socketioxide", "node", "node-cluster"];
+const PEERS: &[&str] = &["floor", "socketioxide", "node", "node-cluster"];
 
 fn server_desc(s: &str) -> &'static str {
     match s {
+        "floor" => "the floor (bench/servers/floor): one thread, epoll, hand-made WebSocket; the cheapest server of the contract",
         "shoal" => "shoal, 2 tokio worker threads",
         "shoal-1t" => "shoal, 1 tokio worker thread",
         "socketioxide" => "socketioxide 0.18 (crates.io, defaults), hyper http1, 2 worker threads",
@@ -189,9 +190,112 @@ fn slow_table(md: &mut String, runs: &Runs, sc: &str) {
     }
 }
 
+
+/// One figure of a run.
+type Metric = fn(&Value) -> Option<f64>;
+
+fn deliveries_per_cpu_s(v: &Value) -> Option<f64> {
+    Some(f(v, &["delivery", "delivered"])? / f(v, &["server", "cpu_s"]).filter(|c| *c > 0.0)?)
+}
+
+fn cpu_us_per_ack(v: &Value) -> Option<f64> {
+    Some(f(v, &["server", "cpu_s"])? / f(v, &["echo", "acked"]).filter(|a| *a > 0.0)? * 1e6)
+}
+
+/// The table the report opens with: every target of the issue, the figure of each server,
+/// shoal over the floor, and whether shoal meets the target.
+fn lead_table(md: &mut String, runs: &Runs) {
+    md.push_str("\n## Targets: shoal against the floor and the peers\n\n");
+    md.push_str("The floor is the cheapest server of the contract (`bench/servers/floor`); shoal/floor says how far shoal is from what this machine can do. \
+CPU figures are server CPU (user + system, whole process tree) per delivery, ack or handshake, in µs.\n\n");
+    md.push_str("| scenario | figure | target (shoal) | floor | shoal | socketioxide | Node | shoal/floor | met? |\n|---|---|---|---|---|---|---|---|---|\n");
+    let yes = |b: Option<bool>| match b {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "–",
+    };
+    // (scenario, figure, target text, metric, digits, test(shoal, floor, socketioxide, node))
+    type Test = fn(f64, Option<f64>, Option<f64>, Option<f64>) -> Option<bool>;
+    let rows: &[(&str, &str, &str, Metric, usize, Test)] = &[
+        ("saturation", "highest deliveries/s (100%, p99 ≤ 250 ms), server on 1 core", "≥ 1.5× socketioxide", |v| f(v, &["saturation", "deliveries_per_s"]), 0,
+            // A peer with no passing step (0) gives nothing to compare against.
+            |a, _, x, _| x.filter(|x| *x > 0.0).map(|x| a >= 1.5 * x)),
+        ("saturation", "highest deliveries/s with ≥ 99.9% delivered, p99 ≤ 250 ms (for the record)", "–", |v| f(v, &["saturation", "deliveries_per_s_999"]), 0, |_, _, _, _| None),
+        ("idle-19k", "RSS per WebSocket session (KiB)", "≤ 4 KiB", |v| f(v, &["server", "rss_per_session_bytes"]).map(|b| b / 1024.0), 2, |a, _, _, _| Some(a <= 4.0)),
+        ("fanout-5kx20", "delivered (%)", "100%", |v| f(v, &["delivery", "ratio"]).map(|r| r * 100.0), 3, |a, _, _, _| Some(a >= 100.0)),
+        ("fanout-5kx20", "p99 (ms)", "≤ 20 ms", |v| f(v, &["delivery", "latency", "p99_ms"]), 1, |a, _, _, _| Some(a <= 20.0)),
+        ("fanout-5kx20", "CPU per delivery (µs)", "≤ 1.2× floor", |v| f(v, &["server", "cpu_s_per_million"]), 2, |a, fl, _, _| fl.map(|fl| a <= 1.2 * fl)),
+        ("fanout-1kx50", "delivered (%)", "100%", |v| f(v, &["delivery", "ratio"]).map(|r| r * 100.0), 3, |a, _, _, _| Some(a >= 100.0)),
+        ("fanout-1kx50", "p99 (ms)", "≤ 10 ms", |v| f(v, &["delivery", "latency", "p99_ms"]), 1, |a, _, _, _| Some(a <= 10.0)),
+        ("fanout-1kx50", "CPU per delivery (µs)", "≤ 1.2× floor", |v| f(v, &["server", "cpu_s_per_million"]), 2, |a, fl, _, _| fl.map(|fl| a <= 1.2 * fl)),
+        ("echo-1k", "ack RTT p99 (ms)", "≤ 1.5× floor", |v| f(v, &["echo", "rtt", "p99_ms"]), 2, |a, fl, _, _| fl.map(|fl| a <= 1.5 * fl)),
+        ("echo-1k", "CPU per ack (µs)", "≤ 1.3× floor", cpu_us_per_ack, 2, |a, fl, _, _| fl.map(|fl| a <= 1.3 * fl)),
+        ("connect-ws", "CPU per handshake, WebSocket (µs)", "≤ ½ socketioxide", |v| f(v, &["connect", "server_cpu_us_per_handshake"]), 1, |a, _, x, _| x.map(|x| a <= x / 2.0)),
+        ("connect-upgrade", "CPU per handshake, polling + upgrade (µs)", "≤ ½ socketioxide", |v| f(v, &["connect", "server_cpu_us_per_handshake"]), 1, |a, _, x, _| x.map(|x| a <= x / 2.0)),
+        ("polling-1k", "CPU per delivery (µs)", "≤ Node", |v| f(v, &["server", "cpu_s_per_million"]), 2, |a, _, _, n| n.map(|n| a <= n)),
+    ];
+    for (sc, figure, target, metric, d, test) in rows {
+        let val = |s: &str| get(runs, s, sc).and_then(|v| metric(v));
+        let (sh, fl, sx, nd) = (val("shoal"), val("floor"), val("socketioxide"), val("node"));
+        if sh.is_none() && fl.is_none() && sx.is_none() && nd.is_none() {
+            continue;
+        }
+        let met = sh.and_then(|a| test(a, fl, sx, nd));
+        let _ = writeln!(md, "| {sc} | {figure} | {target} | {} | {} | {} | {} | {} | {} |", num(fl, *d), num(sh, *d), num(sx, *d), num(nd, *d), ratio(sh, fl), yes(met));
+    }
+    // Core scaling: deliveries per CPU-second on 1 and 2 worker threads.
+    for sc in ["fanout-5kx20", "fanout-1kx50"] {
+        let (Some(one), Some(two)) = (get(runs, "shoal-1t", sc).and_then(deliveries_per_cpu_s), get(runs, "shoal", sc).and_then(deliveries_per_cpu_s)) else { continue };
+        let fl = get(runs, "floor", sc).and_then(deliveries_per_cpu_s);
+        let _ = writeln!(
+            md,
+            "| {sc} | core scaling: deliveries per CPU-second, 1 thread / 2 threads | within 10% | {} | {:.0} / {:.0} | – | – | – | {} |",
+            num(fl, 0), one, two, yes(Some((two / one - 1.0).abs() <= 0.10))
+        );
+    }
+}
+
+fn saturation_section(md: &mut String, runs: &Runs) {
+    for sc in scenarios_of(runs, "saturation") {
+        let p = runs.iter().find(|((_, s), _)| *s == sc).map(|(_, v)| v["params"].clone()).unwrap_or(Value::Null);
+        let _ = writeln!(
+            md,
+            "\n### {sc}: {} clients, the rate stepped up ({} s warm-up + {} s measured per step) until delivery falls under 100% or p99 passes {} ms\n\n\
+The server runs pinned to core 0 (`taskset -c 0`), the load generator to core 1, so neither waits for the other's core. The figure is the highest deliveries/s of a passing step.\n",
+            p["clients"], p["warmup_s"], p["duration_s"], p["p99_limit_ms"]
+        );
+        md.push_str("| server | broadcasts/s | deliveries/s | delivered | p50 (ms) | p99 (ms) | max (ms) | drained after (s) | server CPU (% core) | CPU per delivery (µs) | loadgen CPU (% core) | other (% core) | pass |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for s in servers_in(runs, &sc) {
+            if let Some(n) = failed_note(runs, s, &sc) {
+                md.push_str(&n);
+                continue;
+            }
+            let Some(v) = get(runs, s, &sc) else { continue };
+            for st in v["steps"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    md,
+                    "| {s} | {} | {} | {}% | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    num(f(st, &["rate"]), 0),
+                    num(f(st, &["deliveries_per_s"]), 0),
+                    num(f(st, &["ratio"]).map(|r| r * 100.0), 3),
+                    num(f(st, &["latency", "p50_ms"]), 1),
+                    num(f(st, &["latency", "p99_ms"]), 1),
+                    num(f(st, &["latency", "max_ms"]), 1),
+                    num(f(st, &["drained_s"]), 1),
+                    num(f(st, &["server", "cpu_pct_core"]), 0),
+                    num(f(st, &["server", "cpu_s_per_million"]), 2),
+                    num(f(st, &["loadgen", "cpu_pct_core"]), 0),
+                    num(f(st, &["machine", "other_pct_core"]), 0),
+                    if st["pass"].as_bool().unwrap_or(false) { "yes" } else { "**no**" },
+                );
+            }
+        }
+    }
+}
+
 /// The issue's targets, checked against this run.
 fn targets(md: &mut String, runs: &Runs) {
-    md.push_str("\n## Targets (issue 3)\n\n| target | measured | met? |\n|---|---|---|\n");
+    md.push_str("\n### Earlier targets (issue 3)\n\n| target | measured | met? |\n|---|---|---|\n");
     let yes = |b: bool| if b { "yes" } else { "**no**" };
     if let Some(v) = get(runs, "shoal", "idle-19k") {
         let kib = f(v, &["server", "rss_per_session_bytes"]).unwrap_or(f64::MAX) / 1024.0;
@@ -230,6 +334,7 @@ fn targets(md: &mut String, runs: &Runs) {
 
 fn color(s: &str) -> RGBColor {
     match s {
+        "floor" => RGBColor(120, 120, 120),
         "shoal" => RGBColor(0, 114, 178),
         "shoal-1t" => RGBColor(86, 180, 233),
         "socketioxide" => RGBColor(230, 159, 0),
@@ -302,7 +407,8 @@ fn slow_chart(runs: &Runs, scenario: &str, path: &Path) -> Result<(), Box<dyn st
 /// (the quiet wait gave up, or they took over 40% of a core in the window).
 fn noisy(v: &Value) -> Option<String> {
     let before = f(v, &["machine_before", "busy_pct_core"]).unwrap_or(0.0);
-    let other = f(v, &["machine", "other_pct_core"]).unwrap_or(0.0);
+    let step_other = v["steps"].as_array().into_iter().flatten().filter_map(|st| f(st, &["machine", "other_pct_core"])).fold(0.0, f64::max);
+    let other = f(v, &["machine", "other_pct_core"]).unwrap_or(0.0).max(step_other);
     let idle = v["scenario"] == "idle";
     if before >= 30.0 || (!idle && other > 40.0) {
         Some(format!("machine busy {before:.0}% of a core before the run{}", if idle { String::new() } else { format!(", other processes {other:.0}% during it") }))
@@ -374,8 +480,11 @@ The machine is also shared with other work (builds, test suites): each full-mode
     if !noisy_runs.is_empty() {
         let _ = writeln!(md, "\n**Runs disturbed by other work on the machine** (repeated once where time allowed; these figures are less trustworthy): {}.", noisy_runs.join("; "));
     }
+    lead_table(&mut md, &runs);
     targets(&mut md, &runs);
     md.push_str("\n![summary](summary.svg)\n");
+    md.push_str("\n## Saturation: the highest fan-out rate each server sustains on one core\n");
+    saturation_section(&mut md, &runs);
     md.push_str("\n## Idle sessions\n");
     idle_section(&mut md, &runs);
     md.push_str("\n## Fan-out (one room, a publisher emits `broadcast`)\n");
@@ -399,6 +508,10 @@ The machine is also shared with other work (builds, test suites): each full-mode
     md.push_str("\n## Core scaling: shoal on 1 and 2 worker threads\n\n| scenario | metric | 1 thread | 2 threads |\n|---|---|---|---|\n");
     for (_, sc) in runs.keys().filter(|(s, _)| s == "shoal-1t").cloned().collect::<Vec<_>>() {
         let (Some(a), Some(b)) = (get(&runs, "shoal-1t", &sc), get(&runs, "shoal", &sc)) else { continue };
+        if sc.starts_with("saturation") {
+            let _ = writeln!(md, "| {sc} | highest deliveries/s | {} | {} |", num(f(a, &["saturation", "deliveries_per_s"]), 0), num(f(b, &["saturation", "deliveries_per_s"]), 0));
+            continue;
+        }
         let metrics: &[(&str, &[&str], usize)] = if sc.starts_with("echo") {
             &[("RTT p99 (ms)", &["echo", "rtt", "p99_ms"], 2), ("server CPU (% core)", &["server", "cpu_pct_core"], 0)]
         } else {
