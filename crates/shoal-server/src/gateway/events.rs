@@ -9,7 +9,7 @@
 //! Disconnect request: `{namespace, socket, node, rooms, data, reason}` (answer ignored).
 
 use super::app::{AppError, Proxy};
-use super::connect::{client_message, rooms};
+use super::connect::{client_message, rooms, ConnectProxy};
 use super::wire::object;
 use shoal::{DisconnectReason, Event, Socket, Value};
 use std::collections::HashSet;
@@ -34,7 +34,9 @@ enum Job {
 
 /// Sets up a connected socket: its queue and task, its event handlers, and its
 /// disconnect notification.
-pub fn attach(socket: &Socket, events: Option<Arc<EventsProxy>>, disconnect: Option<Proxy>, max_queued: usize) {
+/// Called from the gateway's middleware, so before the socket is connected; `connect`
+/// (if any) holds rooms the app gave it, joined before its first event goes out.
+pub fn attach(socket: &Socket, events: Option<Arc<EventsProxy>>, disconnect: Option<Proxy>, connect: Option<Arc<ConnectProxy>>, max_queued: usize) {
     if events.is_none() && disconnect.is_none() {
         return;
     }
@@ -45,6 +47,9 @@ pub fn attach(socket: &Socket, events: Option<Arc<EventsProxy>>, disconnect: Opt
         while let Some(job) = rx.recv().await {
             match job {
                 Job::Event(socket, ev) => {
+                    if let Some(connect) = &connect {
+                        connect.connected(&socket);
+                    }
                     if let Some(events) = &worker_events {
                         events.handle(socket, ev).await;
                     }

@@ -37,21 +37,26 @@ struct NamespaceGateway {
 
 impl NamespaceGateway {
     fn install(self: &Arc<Self>, ns: &Namespace) {
-        if let Some(connect) = &self.connect {
-            let connect = connect.clone();
-            ns.middleware(move |socket: Socket| {
-                let connect = connect.clone();
-                async move { connect.check(socket).await }
+        // One middleware: the connect proxy, then the socket's event handlers. They are
+        // set here, before the CONNECT answer goes out, because the client may send its
+        // first event at once, before connection handlers would have run.
+        let me = self.clone();
+        ns.middleware(move |socket: Socket| {
+            let me = me.clone();
+            async move {
+                if let Some(connect) = &me.connect {
+                    connect.check(socket.clone()).await?;
+                }
+                events::attach(&socket, me.events.clone(), me.disconnect.clone(), me.connect.clone(), me.max_queued);
+                Ok(())
+            }
+        });
+        if let Some(connect) = self.connect.clone() {
+            ns.on_connection(move |socket: Socket| {
+                connect.connected(&socket);
+                std::future::ready(())
             });
         }
-        let me = self.clone();
-        ns.on_connection(move |socket: Socket| {
-            if let Some(connect) = &me.connect {
-                connect.connected(&socket);
-            }
-            events::attach(&socket, me.events.clone(), me.disconnect.clone(), me.max_queued);
-            std::future::ready(())
-        });
     }
 }
 
@@ -122,5 +127,3 @@ fn install_on(io: &Server, ns: &NamespaceConfig, gateway: Arc<NamespaceGateway>)
 /// Re-exported for the site.
 pub use api::Api;
 
-#[allow(unused_imports)]
-use shoal::Value as _;
