@@ -47,6 +47,7 @@ chromium --version 2>/dev/null || true
 # ---------------------------------------------------------------------------
 section "JS dependencies (npm ci)"
 npm ci --prefix tests/js --no-audit --no-fund
+npm ci --prefix examples/gateway-node --no-audit --no-fund
 # (The demo's socket.io-client bundle is fetched by crates/shoal-server/build.rs.)
 
 # ---------------------------------------------------------------------------

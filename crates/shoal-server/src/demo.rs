@@ -20,16 +20,48 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// The node's HTTP site: the demo page and its client bundle, `/health` (readiness),
-/// `/metrics` (Prometheus text), and Socket.IO on its path. Everything else is 404.
+/// `/metrics` (Prometheus text), and Socket.IO on its path; as a gateway, the publish
+/// API on its path instead of the demo page. Everything else is 404.
 #[derive(Clone)]
 pub struct Site {
     io: Server,
     socket_io: SocketIoService,
+    demo: bool,
+    api: Option<crate::gateway::Api>,
 }
 
 impl Site {
+    /// The demo's site.
     pub fn new(io: Server) -> Site {
-        Site { socket_io: io.service(), io }
+        Site { socket_io: io.service(), io, demo: true, api: None }
+    }
+
+    /// A gateway's site: no demo page; the publish API if it lives on this listener.
+    pub fn gateway(io: Server, api: Option<crate::gateway::Api>) -> Site {
+        Site { socket_io: io.service(), io, demo: false, api }
+    }
+}
+
+/// The publish API alone, on its own listener (`[api] listen`).
+#[derive(Clone)]
+pub struct ApiSite(pub crate::gateway::Api);
+
+impl<B> tower_service::Service<Request<B>> for ApiSite
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<ServiceBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ServiceBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move { Ok(boxed(api.handle(req).await)) })
     }
 }
 
@@ -57,16 +89,20 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(api) = self.api.as_ref().filter(|api| api.matches(req.uri().path())) {
+            let api = api.clone();
+            return Box::pin(async move { Ok(boxed(api.handle(req).await)) });
+        }
         let read = matches!(req.method().as_str(), "GET" | "HEAD");
-        let res = match (read, req.uri().path()) {
-            (true, "/" | "/index.html") => page("text/html; charset=utf-8", Bytes::from_static(INDEX_HTML.as_bytes())),
-            (true, "/socket.io.min.js") => {
+        let res = match (read && self.demo, read, req.uri().path()) {
+            (true, _, "/" | "/index.html") => page("text/html; charset=utf-8", Bytes::from_static(INDEX_HTML.as_bytes())),
+            (true, _, "/socket.io.min.js") => {
                 let mut res = page("application/javascript; charset=utf-8", Bytes::from_static(CLIENT_JS));
                 res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
                 res
             }
-            (true, "/health") => boxed(self.io.health_response()),
-            (true, "/metrics") => boxed(self.io.metrics_response()),
+            (_, true, "/health") => boxed(self.io.health_response()),
+            (_, true, "/metrics") => boxed(self.io.metrics_response()),
             _ => return self.socket_io.call(req),
         };
         Box::pin(async move { Ok(res) })

@@ -1,7 +1,13 @@
-//! Command-line flags and environment variables of a node, with their defaults, and the
-//! one function that turns them into library calls ([`Config::start`]).
+//! The configuration of a node: command-line flags and environment variables with their
+//! defaults, an optional TOML file under them (`--config`, see [`file`]), and the one
+//! function that turns them into library calls ([`Config::start`]).
+//!
+//! Precedence, lowest first: defaults, the file, environment variables, flags.
+
+pub mod file;
 
 use clap::Parser;
+pub use file::GatewayConfig;
 use shoal::cluster::{default_advertise, ClusterOptions, TrustedProxies};
 use shoal::engine::{Cors, Transports};
 use shoal::Server;
@@ -9,8 +15,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "shoal", version, about = "A Socket.IO v4 server node, serving a chat demo at /")]
+#[command(
+    name = "shoal",
+    version,
+    about = "A Socket.IO v4 server node, serving a chat demo at / or, configured, a gateway to your app",
+    after_help = "Configuration file: `shoal --config shoal.toml` (flags and environment over it);\n`shoal config check FILE` checks one, `shoal config print [--config FILE] [flags]` prints the effective one."
+)]
 pub struct Config {
+    /// A TOML configuration file (docs/gateway.md has its schema). Environment variables
+    /// and flags override its `[node]` keys.
+    #[arg(long, env = "SHOAL_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Address to listen on.
     #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
@@ -105,9 +121,21 @@ pub struct Config {
     /// Log filter, e.g. `info`, `debug`, `shoal=debug,info`.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,
+
+    /// The gateway (proxies to the app, publish API): from the file only.
+    #[arg(skip)]
+    pub gateway: GatewayConfig,
 }
 
 impl Config {
+    /// Checks the values that only the library's parsers know (transports, trusted
+    /// proxies), without starting anything: `shoal config check` and `start`.
+    pub fn validate(&self) -> Result<(), String> {
+        Transports::parse(&self.transports).map_err(|e| format!("transports (--transports): {e}"))?;
+        TrustedProxies::parse(&self.trusted_proxies).map_err(|e| format!("trusted_proxies (--trusted-proxies): {e}"))?;
+        Ok(())
+    }
+
     /// The server these settings describe, started: with `--redis`, joined to its
     /// cluster (Redis adapter, membership, forwarding), advertising `--advertise` or
     /// the address `listening` on.
@@ -169,7 +197,10 @@ where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    let config = Config::parse();
+    let config = match Config::load(std::env::args_os()) {
+        Ok(config) => config,
+        Err(e) => e.exit(),
+    };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).init();
     if let Err(e) = run(config).await {

@@ -1,0 +1,218 @@
+// The gateway against a hostile app and a hostile configuration. The app here answers
+// garbage, too slowly, with a huge body or a 500, on request: every client gets a clear
+// error, the node's memory stays bounded, other sockets (and the same socket's next
+// events) are not held up, and /metrics counts each failure. A malformed configuration
+// file is refused with its line and key.
+
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { ack, ack1, ackWithin, Clients, waitConnectError } from "./lib/client.mjs";
+import { metrics } from "./lib/lb.mjs";
+import { SHOAL_BIN, startShoal } from "./lib/server.mjs";
+
+const TIMEOUT_MS = 1000;
+const MAX_BODY = 65536;
+const HUGE_BYTES = 200 * 1024 * 1024;
+
+/** The hostile app: what it does depends on `auth.mode` (connect) or the event name. */
+function hostileApp() {
+  const open = new Set();
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      const body = JSON.parse(Buffer.concat(chunks));
+      const mode = req.url === "/connect" ? body.auth?.mode ?? "ok" : body.event;
+      switch (mode) {
+        case "garbage":
+          res.writeHead(200, { "content-type": "text/html" });
+          return res.end("<html>502 Bad Gateway</html>");
+        case "slow":
+          open.add(res); // never answered
+          return;
+        case "huge": {
+          // 200 MB, streamed without a length: shoal must stop reading at max_body.
+          res.writeHead(200, { "content-type": "application/json" });
+          const chunk = Buffer.alloc(1 << 20, 0x20);
+          let sent = 0;
+          const pump = () => {
+            while (sent < HUGE_BYTES) {
+              sent += chunk.length;
+              if (!res.write(chunk)) return res.once("drain", pump);
+            }
+            res.end();
+          };
+          res.on("error", () => {});
+          return pump();
+        }
+        case "status":
+          res.writeHead(500, { "content-type": "application/json" });
+          return res.end('{"error":"boom"}');
+        case "ok":
+          res.writeHead(200, { "content-type": "application/json" });
+          return res.end(req.url === "/connect" ? '{"accept":{}}' : JSON.stringify({ ack: body.args }));
+        default:
+          res.writeHead(200, { "content-type": "application/json" });
+          return res.end(JSON.stringify({ ack: body.args }));
+      }
+    });
+  });
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () =>
+      resolve({
+        port: server.address().port,
+        close: () => {
+          for (const r of open) r.destroy();
+          server.closeAllConnections();
+          return new Promise((r) => server.close(r));
+        },
+      }),
+    ),
+  );
+}
+
+function rssBytes(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]) * 1024;
+}
+
+describe("gateway: a hostile app", () => {
+  let app, node, dir, clients;
+
+  before(async () => {
+    app = await hostileApp();
+    dir = mkdtempSync(path.join(os.tmpdir(), "shoal-hostile-"));
+    const url = `http://127.0.0.1:${app.port}`;
+    writeFileSync(
+      path.join(dir, "shoal.toml"),
+      `[node]
+log = "error"
+
+[proxy]
+secret = "s"
+timeout = ${TIMEOUT_MS}
+max_body = ${MAX_BODY}
+
+[[namespaces]]
+name = "/"
+connect = { url = "${url}/connect" }
+events = { url = "${url}/event" }
+`,
+    );
+    node = await startShoal({ extraArgs: ["--config", path.join(dir, "shoal.toml")] });
+    clients = new Clients(node.url, { transports: ["websocket"] });
+  });
+
+  after(async () => {
+    clients?.closeAll();
+    await node?.stop();
+    await app?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("connect: garbage, slow, huge and 500 answers each give a clear connect_error", async () => {
+    const expected = {
+      garbage: ["the app answered something invalid", "app_bad_answer"],
+      slow: ["the app did not answer in time", "app_timeout"],
+      huge: ["the app answered something invalid", "app_answer_too_large"],
+      status: ["the app failed", "app_error"],
+    };
+    for (const [mode, [message, code]] of Object.entries(expected)) {
+      const err = await waitConnectError(clients.socket("/", { auth: { mode } }), mode);
+      assert.equal(err.message, message, mode);
+      assert.deepEqual(err.data, { code }, mode);
+    }
+    await clients.connect("/", { auth: { mode: "ok" } });
+  });
+
+  test("events: each failure acks a clear error; other sockets and later events are not held up", async () => {
+    const a = await clients.connect("/");
+    const b = await clients.connect("/");
+    const before = await metrics(node);
+
+    // A slow answer on `a` does not delay `b`.
+    let slowSettled = false;
+    const slow = ackWithin(TIMEOUT_MS * 3, a, "slow").then((r) => {
+      slowSettled = true;
+      return r;
+    });
+    assert.deepEqual(await ack(b, "echo", "b"), ["b"]);
+    assert.equal(slowSettled, false, "b's echo came back while a's slow event was still waiting");
+    // `a`'s next event waits for its turn (order is kept), then works.
+    const next = ack(a, "echo", "after slow");
+    assert.deepEqual(await slow, [{ error: "app_timeout", message: "the app did not answer in time" }]);
+    assert.deepEqual(await next, ["after slow"]);
+
+    assert.deepEqual(await ack1(a, "garbage"), { error: "app_bad_answer", message: "the app answered something invalid" });
+    assert.deepEqual(await ack1(a, "status"), { error: "app_error", message: "the app failed" });
+
+    const rssBefore = rssBytes(node.proc.child.pid);
+    assert.deepEqual(await ack1(a, "huge"), { error: "app_answer_too_large", message: "the app answered something invalid" });
+    const grown = rssBytes(node.proc.child.pid) - rssBefore;
+    assert.ok(grown < 16 * 1024 * 1024, `a 200 MB answer grew the node by ${grown} bytes (it reads at most ${MAX_BODY})`);
+    assert.deepEqual(await ack(b, "echo", "still fine"), ["still fine"]);
+
+    const after = await metrics(node);
+    const d = (name) => (after[name] ?? 0) - (before[name] ?? 0);
+    for (const code of ["app_timeout", "app_bad_answer", "app_error", "app_answer_too_large"]) {
+      assert.equal(d(`shoal_gateway_proxy_errors_total{proxy="event",error="${code}"}`), 1, code);
+    }
+    assert.equal(d('shoal_gateway_proxy_requests_total{proxy="event"}'), 7);
+    assert.equal(d('shoal_gateway_proxy_latency_seconds_count{proxy="event"}'), 7);
+  });
+});
+
+describe("gateway: a hostile configuration", () => {
+  let dir;
+  before(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "shoal-config-"));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  function check(text) {
+    const file = path.join(dir, `c${Math.random().toString(36).slice(2)}.toml`);
+    writeFileSync(file, text);
+    return spawnSync(SHOAL_BIN, ["config", "check", file], { encoding: "utf8" });
+  }
+
+  test("malformed TOML: `shoal config check` fails with the line and the key", () => {
+    const r = check('[node]\nlisten = "127.0.0.1:3000"\nping_interval = = 25000\n');
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /line 3, key node\.ping_interval/);
+  });
+
+  test("an unknown key, a wrong type, a value out of range: each named with its line", () => {
+    let r = check("[node]\nping_interval = 1000\npong_interval = 5\n");
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /line 3, key node\.pong_interval/);
+    assert.match(r.stderr, /unknown field `pong_interval`/);
+    r = check('[proxy]\nsecret = "s"\ntimeout = "soon"\n');
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /line 3, key proxy\.timeout/);
+    r = check("[node]\nmembership_ttl = 10\n");
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /line 2, key node\.membership_ttl/);
+  });
+
+  test("a proxy without the signing secret is refused; a good file passes", () => {
+    const ns = '[[namespaces]]\nname = "/"\nevents = { url = "http://127.0.0.1:4000/e" }\n';
+    let r = check(ns);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /\[proxy\]\.secret/);
+    r = check(`[proxy]\nsecret = "s"\n${ns}`);
+    assert.equal(r.status, 0, r.stderr);
+  });
+
+  test("a node started with a malformed file exits with the error", () => {
+    const file = path.join(dir, "bad.toml");
+    writeFileSync(file, "[node\n");
+    const r = spawnSync(SHOAL_BIN, ["--config", file, "--listen", "127.0.0.1:0"], { encoding: "utf8", timeout: 10_000 });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /line 1/);
+  });
+});
