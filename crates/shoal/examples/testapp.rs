@@ -299,6 +299,33 @@ fn setup_main(socket: Socket, log: DisconnectLog) {
     socket.on("whoami", |socket: Socket, ev: Event| async move {
         ev.ack(socket.session().sid.split('~').next().unwrap_or_default().to_owned());
     });
+    panicking_events(&socket);
+}
+
+/// Handlers that panic, for the crash isolation tests: each must close only its socket.
+fn panicking_events(socket: &Socket) {
+    // In the handler's synchronous part (run inline, on the connection's task).
+    socket.on("panic-now", |socket: Socket, _ev: Event| async move {
+        socket.join("panicked");
+        panic!("panic-now asked by the client");
+    });
+    // In the app's closure itself, before it even returns a future.
+    socket.on("panic-in-closure", |_socket: Socket, _ev: Event| {
+        if std::hint::black_box(true) {
+            panic!("panic-in-closure asked by the client");
+        }
+        async {}
+    });
+    // After an await (the handler runs as a spawned task by then).
+    socket.on("panic-later", |_socket: Socket, _ev: Event| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        panic!("panic-later asked by the client");
+    });
+    // In the code that runs once the client's ack arrives.
+    socket.on("panic-on-ack", |socket: Socket, _ev: Event| async move {
+        let answer = socket.timeout(Duration::from_secs(5)).emit_with_ack("question", "ready?").await;
+        panic!("panic-on-ack: the client answered {answer:?}");
+    });
 }
 
 /// Server-side events from other nodes: `ping` is answered with this node's id, and
@@ -327,8 +354,12 @@ fn server_events(io: &Server, node: &str, log: &Arc<Mutex<Vec<Value>>>) {
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
+    // One line per panic (the crash tests make handlers panic on purpose, and read the
+    // log): shoal logs which socket it closed for it.
+    std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
     let args = Args::parse();
     let transports = Transports::parse(&args.transports).map_err(std::io::Error::other)?;
     let mut builder = Server::builder();
@@ -383,6 +414,15 @@ async fn main() -> std::io::Result<()> {
         Ok(())
     });
     welcome(&slow, &log);
+    // A connect middleware that panics when the client asks for it.
+    let panicky = io.of("/panicky");
+    panicky.middleware(|socket: Socket| async move {
+        if socket.handshake().auth.get("panic") == Some(&Value::Bool(true)) {
+            panic!("connect middleware panic asked by the client");
+        }
+        Ok(())
+    });
+    welcome(&panicky, &log);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
     println!("LISTENING {}", listener.local_addr()?.port());
