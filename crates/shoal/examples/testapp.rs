@@ -41,6 +41,25 @@ struct Args {
     /// How long cluster requests wait for other nodes, in ms.
     #[arg(long, default_value_t = 5000)]
     requests_timeout: u64,
+    // The abuse limits (defaults: the library's).
+    #[arg(long)]
+    max_sessions_per_address: Option<usize>,
+    #[arg(long)]
+    handshakes_per_address_per_second: Option<u32>,
+    /// Hold loopback clients (every test client) to the per-address limits.
+    #[arg(long)]
+    limit_loopback: bool,
+    #[arg(long)]
+    events_per_second: Option<u32>,
+    #[arg(long)]
+    event_burst: Option<u32>,
+    /// Disconnect a socket over the event rate (default: drop the event).
+    #[arg(long)]
+    disconnect_over_event_rate: bool,
+    #[arg(long)]
+    max_rooms_per_socket: Option<usize>,
+    #[arg(long)]
+    max_namespaces_per_session: Option<usize>,
 }
 
 /// Disconnections seen by the server, in order: `{id, nsp, reason}`.
@@ -380,7 +399,27 @@ async fn main() -> std::io::Result<()> {
             ..Default::default()
         });
     }
+    if let Some(n) = args.max_sessions_per_address {
+        builder = builder.max_sessions_per_address(n);
+    }
+    if let Some(n) = args.handshakes_per_address_per_second {
+        builder = builder.handshakes_per_address_per_second(n);
+    }
+    if let Some(n) = args.max_rooms_per_socket {
+        builder = builder.max_rooms_per_socket(n);
+    }
+    if let Some(n) = args.max_namespaces_per_session {
+        builder = builder.max_namespaces_per_session(n);
+    }
+    let mut rate = shoal::io::EventRateLimit::default();
+    rate.per_second = args.events_per_second.unwrap_or(rate.per_second);
+    rate.burst = args.event_burst.unwrap_or(rate.burst);
+    if args.disconnect_over_event_rate {
+        rate.over = shoal::io::OverLimit::Disconnect;
+    }
     let io = builder
+        .limit_loopback(args.limit_loopback)
+        .event_rate_limit(rate)
         .transports(transports)
         .max_payload(args.max_payload)
         .ping_interval(Duration::from_millis(args.ping_interval))
@@ -393,6 +432,21 @@ async fn main() -> std::io::Result<()> {
     let server_log: Arc<Mutex<Vec<Value>>> = Arc::default();
     server_events(&io, &node, &server_log);
     main_namespace(&io, &log, &server_log);
+    {
+        // The node's metrics text, for the limit tests.
+        let metrics = io.clone();
+        io.of("/metrics").on_connection(move |socket: Socket| {
+            let metrics = metrics.clone();
+            async move {
+                socket.on("metrics", move |_s: Socket, ev: Event| {
+                    let metrics = metrics.clone();
+                    async move {
+                        ev.ack(metrics.metrics_text());
+                    }
+                });
+            }
+        });
+    }
     welcome(&io.of("/custom"), &log);
     {
         let log = log.clone();
