@@ -98,11 +98,6 @@ impl LimitHits {
     pub fn hit(&self, limit: Limit) {
         self.0.get_or_create(&LimitLabel { limit: limit.as_str() }).inc();
     }
-
-    #[cfg(test)]
-    pub fn count(&self, limit: Limit) -> u64 {
-        self.0.get_or_create(&LimitLabel { limit: limit.as_str() }).get()
-    }
 }
 
 /// Every metric of one node.
