@@ -169,7 +169,8 @@ describe("cluster of three shoal nodes over Redis", () => {
     assert.equal(result.ok, false, JSON.stringify(result));
     assert.equal(result.error, "operation has timed out");
     assert.deepEqual([...result.responses].sort(), [0, 1, 2, 3, 4]);
-    assert.ok(elapsed >= 600 && elapsed < 3000, `timed out after ${elapsed} ms, expected ~700`);
+    // The asking node's 700 ms start after the request left here; it answers at once.
+    assert.ok(elapsed >= 700 && elapsed < 1000, `timed out after ${elapsed} ms, expected 700 plus a round trip`);
   });
 
   test("fetch-sockets from any node lists the sockets of every node with rooms and data", async () => {
@@ -315,8 +316,8 @@ describe("cluster of three shoal nodes over Redis", () => {
     await redis.waitSubscribers(requestChannel("/"), 3, 5000);
     let elapsed;
     [result, elapsed] = await timed(ping);
-    assert.deepEqual(result, { ok: true, responses: result.responses }, JSON.stringify(result));
-    assert.deepEqual([...result.responses].sort(), ["pong from n2", "pong from n3"]);
+    // Exactly the two live nodes answered, and the request did not report a timeout.
+    assert.deepEqual({ ...result, responses: [...(result.responses ?? [])].sort() }, { ok: true, responses: ["pong from n2", "pong from n3"] });
     assert.ok(elapsed < 1500, `server-side-emit after a node was killed took ${elapsed} ms`);
 
     // The other cluster requests do not wait for it either.

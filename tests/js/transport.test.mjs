@@ -38,13 +38,36 @@ describe("raw Engine.IO requests", () => {
   test("the open packet carries sid, upgrades and the default limits", async () => {
     const open = await rawHandshake(server.url);
     assert.equal(typeof open.sid, "string");
-    assert.ok(open.sid.length >= 16, `sid too short for 96 random bits: ${open.sid}`);
+    // `<node id>~<22 chars of URL-safe base64>`: 128 random bits, the node's id before them.
+    assert.match(open.sid, /^[A-Za-z0-9_-]{1,64}~[A-Za-z0-9_-]{22}$/);
     assert.deepEqual(open.upgrades, ["websocket"]);
     assert.equal(open.pingInterval, 25000);
     assert.equal(open.pingTimeout, 20000);
     assert.equal(open.maxPayload, 1000000);
     const other = await rawHandshake(server.url);
     assert.notEqual(other.sid, open.sid, "every handshake gets a new sid");
+  });
+
+  test("sids carry at least 96 random bits: every bit of the random part varies", async () => {
+    // 200 handshakes: a bit that is random is the same in all of them with probability
+    // 2^-199; a counter, a clock or a constant leaves most bits fixed.
+    const sids = [];
+    for (let i = 0; i < 200; i++) sids.push((await rawHandshake(server.url)).sid);
+    const [node] = sids[0].split("~");
+    const randoms = sids.map((sid) => {
+      const [owner, random] = sid.split("~");
+      assert.equal(owner, node, "every sid names the same owner node");
+      const bytes = Buffer.from(random, "base64url");
+      assert.equal(bytes.length, 16, `${random}: 128 bits`);
+      return bytes;
+    });
+    assert.equal(new Set(sids).size, sids.length, "no sid twice");
+    const varying = [];
+    for (let bit = 0; bit < 128; bit++) {
+      const values = new Set(randoms.map((b) => (b[bit >> 3] >> (7 - (bit & 7))) & 1));
+      if (values.size === 2) varying.push(bit);
+    }
+    assert.equal(varying.length, 128, `only ${varying.length} of 128 bits vary across 200 sids`);
   });
 
   test("an unknown sid is refused with 400 Session ID unknown", async () => {

@@ -41,6 +41,25 @@ struct Args {
     /// How long cluster requests wait for other nodes, in ms.
     #[arg(long, default_value_t = 5000)]
     requests_timeout: u64,
+    // The abuse limits (defaults: the library's).
+    #[arg(long)]
+    max_sessions_per_address: Option<usize>,
+    #[arg(long)]
+    handshakes_per_address_per_second: Option<u32>,
+    /// Hold loopback clients (every test client) to the per-address limits.
+    #[arg(long)]
+    limit_loopback: bool,
+    #[arg(long)]
+    events_per_second: Option<u32>,
+    #[arg(long)]
+    event_burst: Option<u32>,
+    /// Disconnect a socket over the event rate (default: drop the event).
+    #[arg(long)]
+    disconnect_over_event_rate: bool,
+    #[arg(long)]
+    max_rooms_per_socket: Option<usize>,
+    #[arg(long)]
+    max_namespaces_per_session: Option<usize>,
 }
 
 /// Disconnections seen by the server, in order: `{id, nsp, reason}`.
@@ -299,6 +318,33 @@ fn setup_main(socket: Socket, log: DisconnectLog) {
     socket.on("whoami", |socket: Socket, ev: Event| async move {
         ev.ack(socket.session().sid.split('~').next().unwrap_or_default().to_owned());
     });
+    panicking_events(&socket);
+}
+
+/// Handlers that panic, for the crash isolation tests: each must close only its socket.
+fn panicking_events(socket: &Socket) {
+    // In the handler's synchronous part (run inline, on the connection's task).
+    socket.on("panic-now", |socket: Socket, _ev: Event| async move {
+        socket.join("panicked");
+        panic!("panic-now asked by the client");
+    });
+    // In the app's closure itself, before it even returns a future.
+    socket.on("panic-in-closure", |_socket: Socket, _ev: Event| {
+        if std::hint::black_box(true) {
+            panic!("panic-in-closure asked by the client");
+        }
+        async {}
+    });
+    // After an await (the handler runs as a spawned task by then).
+    socket.on("panic-later", |_socket: Socket, _ev: Event| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        panic!("panic-later asked by the client");
+    });
+    // In the code that runs once the client's ack arrives.
+    socket.on("panic-on-ack", |socket: Socket, _ev: Event| async move {
+        let answer = socket.timeout(Duration::from_secs(5)).emit_with_ack("question", "ready?").await;
+        panic!("panic-on-ack: the client answered {answer:?}");
+    });
 }
 
 /// Server-side events from other nodes: `ping` is answered with this node's id, and
@@ -327,8 +373,12 @@ fn server_events(io: &Server, node: &str, log: &Arc<Mutex<Vec<Value>>>) {
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
+    // One line per panic (the crash tests make handlers panic on purpose, and read the
+    // log): shoal logs which socket it closed for it.
+    std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
     let args = Args::parse();
     let transports = Transports::parse(&args.transports).map_err(std::io::Error::other)?;
     let mut builder = Server::builder();
@@ -349,7 +399,27 @@ async fn main() -> std::io::Result<()> {
             ..Default::default()
         });
     }
+    if let Some(n) = args.max_sessions_per_address {
+        builder = builder.max_sessions_per_address(n);
+    }
+    if let Some(n) = args.handshakes_per_address_per_second {
+        builder = builder.handshakes_per_address_per_second(n);
+    }
+    if let Some(n) = args.max_rooms_per_socket {
+        builder = builder.max_rooms_per_socket(n);
+    }
+    if let Some(n) = args.max_namespaces_per_session {
+        builder = builder.max_namespaces_per_session(n);
+    }
+    let mut rate = shoal::io::EventRateLimit::default();
+    rate.per_second = args.events_per_second.unwrap_or(rate.per_second);
+    rate.burst = args.event_burst.unwrap_or(rate.burst);
+    if args.disconnect_over_event_rate {
+        rate.over = shoal::io::OverLimit::Disconnect;
+    }
     let io = builder
+        .limit_loopback(args.limit_loopback)
+        .event_rate_limit(rate)
         .transports(transports)
         .max_payload(args.max_payload)
         .ping_interval(Duration::from_millis(args.ping_interval))
@@ -362,6 +432,21 @@ async fn main() -> std::io::Result<()> {
     let server_log: Arc<Mutex<Vec<Value>>> = Arc::default();
     server_events(&io, &node, &server_log);
     main_namespace(&io, &log, &server_log);
+    {
+        // The node's metrics text, for the limit tests.
+        let metrics = io.clone();
+        io.of("/metrics").on_connection(move |socket: Socket| {
+            let metrics = metrics.clone();
+            async move {
+                socket.on("metrics", move |_s: Socket, ev: Event| {
+                    let metrics = metrics.clone();
+                    async move {
+                        ev.ack(metrics.metrics_text());
+                    }
+                });
+            }
+        });
+    }
     welcome(&io.of("/custom"), &log);
     {
         let log = log.clone();
@@ -383,6 +468,15 @@ async fn main() -> std::io::Result<()> {
         Ok(())
     });
     welcome(&slow, &log);
+    // A connect middleware that panics when the client asks for it.
+    let panicky = io.of("/panicky");
+    panicky.middleware(|socket: Socket| async move {
+        if socket.handshake().auth.get("panic") == Some(&Value::Bool(true)) {
+            panic!("connect middleware panic asked by the client");
+        }
+        Ok(())
+    });
+    welcome(&panicky, &log);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
     println!("LISTENING {}", listener.local_addr()?.port());

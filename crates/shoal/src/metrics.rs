@@ -30,6 +30,76 @@ pub(crate) struct NspLabel {
     pub nsp: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LimitLabel {
+    pub limit: &'static str,
+}
+
+/// The limits a node enforces, as `shoal_limit_hits_total{limit=...}` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// A handshake refused: the node holds `max_sessions`.
+    MaxSessions,
+    /// A handshake refused: its address holds `max_sessions_per_address`.
+    SessionsPerAddress,
+    /// A handshake refused: its address made `handshakes_per_address_per_second` this second.
+    HandshakeRate,
+    /// A polling POST over `max_payload` (413).
+    MaxPayload,
+    /// A polling POST body slower than `request_body_timeout` (408).
+    RequestBodyTimeout,
+    /// A session that joined no namespace within `connect_timeout`.
+    ConnectTimeout,
+    /// A client dropped with more than `max_buffered_bytes` waiting for it.
+    MaxBufferedBytes,
+    /// An event over its socket's `event_rate_limit` (dropped, or the socket disconnected).
+    EventRate,
+    /// A join refused: the socket is in `max_rooms_per_socket` rooms.
+    RoomsPerSocket,
+    /// A CONNECT refused: the session has `max_namespaces_per_session` namespaces.
+    NamespacesPerSession,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 10] = [
+        Limit::MaxSessions,
+        Limit::SessionsPerAddress,
+        Limit::HandshakeRate,
+        Limit::MaxPayload,
+        Limit::RequestBodyTimeout,
+        Limit::ConnectTimeout,
+        Limit::MaxBufferedBytes,
+        Limit::EventRate,
+        Limit::RoomsPerSocket,
+        Limit::NamespacesPerSession,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MaxSessions => "max_sessions",
+            Limit::SessionsPerAddress => "max_sessions_per_address",
+            Limit::HandshakeRate => "handshakes_per_address_per_second",
+            Limit::MaxPayload => "max_payload",
+            Limit::RequestBodyTimeout => "request_body_timeout",
+            Limit::ConnectTimeout => "connect_timeout",
+            Limit::MaxBufferedBytes => "max_buffered_bytes",
+            Limit::EventRate => "event_rate_limit",
+            Limit::RoomsPerSocket => "max_rooms_per_socket",
+            Limit::NamespacesPerSession => "max_namespaces_per_session",
+        }
+    }
+}
+
+/// The counter of limits that fired, shared by the layers that enforce them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LimitHits(Family<LimitLabel, Counter>);
+
+impl LimitHits {
+    pub fn hit(&self, limit: Limit) {
+        self.0.get_or_create(&LimitLabel { limit: limit.as_str() }).inc();
+    }
+}
+
 /// Every metric of one node.
 pub(crate) struct NodeMetrics {
     /// Locked only to register a metric or to write the text.
@@ -43,6 +113,7 @@ pub(crate) struct NodeMetrics {
     pub forwarded: Family<TransportLabel, Counter>,
     pub forward_failures: Family<ReasonLabel, Counter>,
     pub forwarded_websockets: Gauge,
+    pub limit_hits: LimitHits,
 }
 
 impl NodeMetrics {
@@ -58,6 +129,7 @@ impl NodeMetrics {
             forwarded: Family::default(),
             forward_failures: Family::default(),
             forwarded_websockets: Gauge::default(),
+            limit_hits: LimitHits::default(),
         };
         let mut registry = std::sync::Mutex::new(Registry::default());
         std::mem::swap(&mut registry, &mut m.registry);
@@ -68,6 +140,10 @@ impl NodeMetrics {
         r.register("shoal_requests_received", "Engine.IO requests from clients or balancers (served here or forwarded)", m.requests_received.clone());
         r.register("shoal_requests_served", "Engine.IO requests this node's engine answered, by origin", m.requests_served.clone());
         r.register("shoal_engine_errors", "Engine.IO error answers (Session ID unknown, Bad request, ...)", m.engine_errors.clone());
+        r.register("shoal_limit_hits", "Requests, sessions, events or joins refused or cut by a limit, by limit", m.limit_hits.0.clone());
+        for limit in Limit::ALL {
+            let _ = m.limit_hits.0.get_or_create(&LimitLabel { limit: limit.as_str() });
+        }
         for from in ["client", "peer"] {
             let _ = m.requests_served.get_or_create(&FromLabel { from });
         }

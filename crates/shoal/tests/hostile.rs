@@ -169,19 +169,46 @@ async fn sessions_beyond_the_limit_are_refused() {
     assert_eq!(res.text(), r#"{"code":4,"message":"Too many sessions"}"#);
 }
 
+/// The `shoal_limit_hits_total{limit="<limit>"}` count in the node's metrics.
+fn limit_hits(io: &Server, limit: &str) -> u64 {
+    let text = io.metrics_text();
+    let prefix = format!("shoal_limit_hits_total{{limit=\"{limit}\"}} ");
+    let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {limit} series in:\n{text}"));
+    line[prefix.len()..].trim().parse().unwrap()
+}
+
 #[tokio::test]
 async fn a_flood_of_tiny_frames_does_not_hurt_other_sessions() {
     let io = echo_server();
     let addr = serve_io(&io).await;
     let mut good = sio_connect(addr).await;
     let mut flooder = sio_connect(addr).await;
+    let started = std::time::Instant::now();
     for i in 0..20_000 {
         if flooder.feed(WsMessage::text(format!("42[\"nothing\",{i}]"))).await.is_err() {
             break;
         }
     }
     let _ = flooder.flush().await;
-    assert_healthy(&mut good).await;
+    // Every echo of a healthy client comes back, in order, while the flood is handled.
+    for i in 0..50 {
+        send_text(&mut good, &format!("42[\"echo\",{i}]")).await;
+    }
+    for i in 0..50 {
+        assert_eq!(next_non_ping(&mut good).await, Some(format!("42[\"echo\",{i}]")), "echo {i}");
+    }
+    // The flood went over the flooder's event rate (100/s, bursts of 500): all but the
+    // burst and what refilled meanwhile were dropped, and counted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let allowed = |elapsed: Duration| 500 + (elapsed.as_secs_f64() * 100.0).ceil() as u64;
+    loop {
+        let dropped = limit_hits(&io, "event_rate_limit");
+        if dropped + allowed(started.elapsed()) >= 20_000 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {dropped} of 20000 flood events dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -195,21 +222,32 @@ async fn a_client_that_stops_reading_is_dropped_and_its_queue_freed() {
     let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/socket.io/?EIO=4&transport=websocket"), &mut raw)
         .await
         .unwrap();
-    next_text_raw(&mut ws).await;
+    let open = next_text_raw(&mut ws).await;
+    let sid = open.strip_prefix("0{\"sid\":\"").and_then(|r| r.split('"').next()).unwrap_or_else(|| panic!("open packet: {open}")).to_owned();
+    let session = io.engine().session(&sid).expect("the session is open");
     ws.send(WsMessage::text("40")).await.unwrap();
     ws.send(WsMessage::text("42[\"flood-me\"]")).await.unwrap();
-    // Stop reading. The server must drop the session within its limits.
+    // Stop reading. The server must drop the session as too slow, and free its queue.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while io.session_count() > 1 {
+    while !session.is_closed() {
         assert!(tokio::time::Instant::now() < deadline, "slow client was never dropped");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(session.close_reason(), Some(shoal::engine::CloseReason::SlowClient));
+    assert_eq!(session.buffered_bytes(), 0, "the queue of a dropped slow client is freed");
+    assert!(io.engine().session(&sid).is_none(), "the session left the table");
+    assert_eq!(io.session_count(), 1);
+    assert_eq!(limit_hits(&io, "max_buffered_bytes"), 1);
     assert_healthy(&mut good).await;
 }
 
-async fn next_text_raw<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(ws: &mut tokio_tungstenite::WebSocketStream<S>) {
+/// The next text frame, within 5 s.
+async fn next_text_raw<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String {
     use futures_util::StreamExt;
-    let _ = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a frame within 5 s") {
+        Some(Ok(WsMessage::Text(t))) => t.to_string(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
 }
 
 /// A request head over the limit (16 KiB by default) is answered 431, as Node answers,

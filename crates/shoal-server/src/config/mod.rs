@@ -72,6 +72,38 @@ pub struct Config {
     #[arg(long, env = "SHOAL_MAX_BUFFERED_BYTES", default_value_t = 8 << 20)]
     pub max_buffered_bytes: usize,
 
+    /// Most sessions one client address may hold at once; more handshakes get 403.
+    #[arg(long, env = "SHOAL_MAX_SESSIONS_PER_ADDRESS", default_value_t = 1_000)]
+    pub max_sessions_per_address: usize,
+
+    /// Most handshakes one client address may make per second; more get 403.
+    #[arg(long, env = "SHOAL_HANDSHAKES_PER_ADDRESS_PER_SECOND", default_value_t = 100)]
+    pub handshakes_per_address_per_second: u32,
+
+    /// Hold loopback clients (127.0.0.0/8, ::1) to the per-address limits too.
+    #[arg(long, env = "SHOAL_LIMIT_LOOPBACK", default_value_t = false)]
+    pub limit_loopback: bool,
+
+    /// Inbound events per socket per second (token bucket refill; 0 = no limit).
+    #[arg(long, env = "SHOAL_EVENTS_PER_SECOND", default_value_t = 100)]
+    pub events_per_second: u32,
+
+    /// Inbound events a socket may send at once (token bucket size).
+    #[arg(long, env = "SHOAL_EVENT_BURST", default_value_t = 500)]
+    pub event_burst: u32,
+
+    /// Disconnect a socket that sends events over the rate (default: drop those events).
+    #[arg(long, env = "SHOAL_DISCONNECT_OVER_EVENT_RATE", default_value_t = false)]
+    pub disconnect_over_event_rate: bool,
+
+    /// Most rooms a socket may be in (its own included); more joins are refused.
+    #[arg(long, env = "SHOAL_MAX_ROOMS_PER_SOCKET", default_value_t = 1_000)]
+    pub max_rooms_per_socket: usize,
+
+    /// Most namespaces one session may join; more CONNECTs get connect_error.
+    #[arg(long, env = "SHOAL_MAX_NAMESPACES_PER_SESSION", default_value_t = 32)]
+    pub max_namespaces_per_session: usize,
+
     /// This node's id, the prefix of its session ids (default: random).
     #[arg(long, env = "SHOAL_NODE_ID")]
     pub node_id: Option<String>,
@@ -150,7 +182,17 @@ impl Config {
             .connect_timeout(Duration::from_millis(self.connect_timeout))
             .max_buffered_bytes(self.max_buffered_bytes)
             .transports(transports)
-            .trusted_proxies(trusted);
+            .trusted_proxies(trusted)
+            .max_sessions_per_address(self.max_sessions_per_address)
+            .handshakes_per_address_per_second(self.handshakes_per_address_per_second)
+            .limit_loopback(self.limit_loopback)
+            .event_rate_limit(shoal::io::EventRateLimit {
+                per_second: self.events_per_second,
+                burst: self.event_burst,
+                over: if self.disconnect_over_event_rate { shoal::io::OverLimit::Disconnect } else { shoal::io::OverLimit::Drop },
+            })
+            .max_rooms_per_socket(self.max_rooms_per_socket)
+            .max_namespaces_per_session(self.max_namespaces_per_session);
         if !self.cors_origins.is_empty() {
             let any = self.cors_origins.iter().any(|o| o == "*");
             let origins = if any { vec![] } else { self.cors_origins.clone() };

@@ -72,6 +72,16 @@ pub struct EngineConfig {
     pub max_sessions: usize,
     /// Longest time a polling POST body may take to arrive (default 10 s); then 408.
     pub request_body_timeout: Duration,
+    /// Most sessions one client address may hold at once; more handshakes get 403
+    /// (default 1,000).
+    pub max_sessions_per_address: usize,
+    /// Most handshakes one client address may make per second; more get 403 (default 100).
+    pub handshakes_per_address_per_second: u32,
+    /// Whether loopback addresses (127.0.0.0/8, ::1) are held to the two per-address
+    /// limits (default false: a proxy on the same machine that is not in the trusted
+    /// proxies would otherwise make every client one address, and local load
+    /// generators and health checks are not abuse).
+    pub limit_loopback: bool,
 }
 
 impl Default for EngineConfig {
@@ -90,6 +100,9 @@ impl Default for EngineConfig {
             node_id: crate::engine::sid::random_node_id(),
             max_sessions: 100_000,
             request_body_timeout: Duration::from_secs(10),
+            max_sessions_per_address: 1_000,
+            handshakes_per_address_per_second: 100,
+            limit_loopback: false,
         }
     }
 }

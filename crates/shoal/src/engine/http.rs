@@ -3,7 +3,9 @@
 //! `websocket.rs`.
 
 use super::session::{HandshakeRequest, Session, TransportKind};
+use super::limits::Refusal;
 use super::{polling, websocket, EngineShared};
+use crate::metrics::Limit;
 use crate::protocol::engine_packet::{OutPacket, PacketType};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -218,7 +220,29 @@ where
     }
     if engine.session_count() >= engine.config.max_sessions {
         tracing::warn!(limit = engine.config.max_sessions, "session limit reached, refusing a handshake");
+        engine.limit_hit(Limit::MaxSessions);
         return error_response(engine, &headers, ErrorCode::Forbidden, Some("Too many sessions"));
+    }
+    if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() {
+        let ip = peer.ip().to_canonical();
+        // An unknown address (an embedding that sets none) is not one client.
+        let limited = !ip.is_unspecified() && (engine.config.limit_loopback || !ip.is_loopback());
+        if limited {
+            let config = &engine.config;
+            match engine.per_address.check(ip, config.max_sessions_per_address, config.handshakes_per_address_per_second) {
+                Ok(()) => {}
+                Err(Refusal::Sessions) => {
+                    tracing::debug!(%ip, limit = config.max_sessions_per_address, "sessions per address reached, refusing a handshake");
+                    engine.limit_hit(Limit::SessionsPerAddress);
+                    return error_response(engine, &headers, ErrorCode::Forbidden, Some("Too many sessions from this address"));
+                }
+                Err(Refusal::Rate) => {
+                    tracing::debug!(%ip, limit = config.handshakes_per_address_per_second, "handshakes per second from an address reached, refusing one");
+                    engine.limit_hit(Limit::HandshakeRate);
+                    return error_response(engine, &headers, ErrorCode::Forbidden, Some("Too many handshakes from this address"));
+                }
+            }
+        }
     }
     handshake(engine, transport, req)
 }

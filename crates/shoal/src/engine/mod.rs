@@ -8,6 +8,7 @@
 pub mod config;
 mod conn;
 mod http;
+mod limits;
 mod polling;
 pub mod session;
 pub mod sid;
@@ -48,6 +49,9 @@ pub(crate) struct EngineShared {
     pub handler: Arc<dyn EngineHandler>,
     sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
     shutting_down: AtomicBool,
+    /// Open sessions and handshakes per client address.
+    pub(crate) per_address: limits::AddressLimits,
+    pub(crate) limit_hits: crate::metrics::LimitHits,
 }
 
 impl EngineShared {
@@ -55,10 +59,18 @@ impl EngineShared {
         self.sessions.read().unwrap().get(sid).cloned()
     }
     pub fn insert(&self, session: Arc<Session>) {
+        self.per_address.opened(session.handshake.address.ip().to_canonical());
         self.sessions.write().unwrap().insert(session.sid.clone(), session);
     }
+    /// Takes a session out of the table (again: a no-op).
     pub fn remove(&self, sid: &str) {
-        self.sessions.write().unwrap().remove(sid);
+        let removed = self.sessions.write().unwrap().remove(sid);
+        if let Some(session) = removed {
+            self.per_address.closed(session.handshake.address.ip().to_canonical());
+        }
+    }
+    pub(crate) fn limit_hit(&self, limit: crate::metrics::Limit) {
+        self.limit_hits.hit(limit);
     }
     pub fn session_count(&self) -> usize {
         self.sessions.read().unwrap().len()
@@ -89,12 +101,19 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Engine {
+        Engine::with_limit_hits(config, handler, Default::default())
+    }
+
+    /// An engine that counts the limits it enforces in the node's metrics.
+    pub(crate) fn with_limit_hits(config: EngineConfig, handler: Arc<dyn EngineHandler>, limit_hits: crate::metrics::LimitHits) -> Engine {
         Engine {
             shared: Arc::new(EngineShared {
                 config,
                 handler,
                 sessions: RwLock::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
+                per_address: Default::default(),
+                limit_hits,
             }),
         }
     }

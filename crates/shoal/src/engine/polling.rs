@@ -6,10 +6,10 @@ use super::http::{add_cors, error_response, ErrorCode, ResponseBody};
 use super::session::{CloseReason, Session, TransportKind};
 use super::EngineShared;
 use crate::protocol::engine_packet::{decode_payload, encode_payload, OutPacket, PacketType};
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 
 /// Clears a session's in-flight flag even when the request future is dropped.
@@ -131,24 +131,24 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let body = Box::pin(req.into_body());
     if declared.is_some_and(|n| n > max as u64) {
-        return too_large(engine, &session, &headers);
+        return too_large(engine, &session, &headers, body);
     }
-    let collect = tokio::time::timeout(engine.config.request_body_timeout, Limited::new(req.into_body(), max).collect());
-    let Ok(collected) = collect.await else {
-        tracing::debug!(sid = %session.sid, "polling POST body too slow");
-        let mut res = Response::new(Full::new(Bytes::new()));
-        *res.status_mut() = StatusCode::REQUEST_TIMEOUT;
-        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        add_cors(engine, &headers, res.headers_mut());
-        return res;
-    };
-    let body: Bytes = match collected {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                return too_large(engine, &session, &headers);
-            }
+    let deadline = tokio::time::Instant::now() + engine.config.request_body_timeout;
+    let body = match tokio::time::timeout_at(deadline, read_body(body, max)).await {
+        Err(_) => {
+            tracing::debug!(sid = %session.sid, "polling POST body too slow");
+            engine.limit_hit(crate::metrics::Limit::RequestBodyTimeout);
+            let mut res = Response::new(Full::new(Bytes::new()));
+            *res.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            add_cors(engine, &headers, res.headers_mut());
+            return res;
+        }
+        Ok(BodyRead::Done(body)) => body,
+        Ok(BodyRead::TooLarge(rest)) => return too_large(engine, &session, &headers, rest),
+        Ok(BodyRead::Failed(e)) => {
             tracing::debug!(sid = %session.sid, error = %e, "polling POST body failed");
             session.close(CloseReason::TransportError);
             return error_response(engine, &headers, ErrorCode::BadRequest, None);
@@ -175,9 +175,67 @@ where
     res
 }
 
-fn too_large(engine: &EngineShared, session: &Session, headers: &HeaderMap) -> Response<ResponseBody> {
+/// What reading a POST body within `max_payload` gave.
+enum BodyRead<B> {
+    Done(Bytes),
+    /// Over the limit: the body, still unread past that point.
+    TooLarge(B),
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+}
+
+async fn read_body<B>(mut body: std::pin::Pin<Box<B>>, max: usize) -> BodyRead<std::pin::Pin<Box<B>>>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.remaining() > max {
+                        return BodyRead::TooLarge(body);
+                    }
+                    buf.put(data);
+                }
+            }
+            Err(e) => return BodyRead::Failed(e.into()),
+        }
+    }
+    BodyRead::Done(buf.freeze())
+}
+
+/// The most bytes of an oversized body read (and thrown away) after its 413, so that the
+/// client, which is usually still writing, can finish and read the answer.
+const DRAIN_MAX_BYTES: usize = 16 << 20;
+
+/// The 413 of a POST over `max_payload`. The answer goes out at once; the rest of the
+/// body is read and thrown away in the background (at most `DRAIN_MAX_BYTES`, within
+/// `request_body_timeout`), and only then does the connection close. Closing with the
+/// body unread would make the kernel reset the connection, and a client still writing
+/// would see EPIPE or "socket hang up" instead of the 413.
+fn too_large<B>(engine: &EngineShared, session: &Session, headers: &HeaderMap, body: B) -> Response<ResponseBody>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     // As the reference server: the request is refused, the session lives on.
     tracing::debug!(sid = %session.sid, "polling POST over maxPayload");
+    engine.limit_hit(crate::metrics::Limit::MaxPayload);
+    let timeout = engine.config.request_body_timeout;
+    tokio::spawn(async move {
+        let drain = async {
+            let mut body = std::pin::pin!(body);
+            let mut read = 0usize;
+            while let Some(Ok(frame)) = body.as_mut().frame().await {
+                read += frame.data_ref().map_or(0, |d| d.remaining());
+                if read > DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, drain).await;
+    });
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
     res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -2,7 +2,7 @@
 //! node and `start` for a node that joins a cluster.
 
 use super::engine_handler::{ConnectDeadlines, Handler};
-use super::server::ServerConfig;
+use super::server::{EventRateLimit, ServerConfig, SocketLimits};
 use super::{Server, ServerShared};
 use crate::adapter::{AdapterFactory, RecoveryOptions};
 use crate::cluster::{Ingress, TrustedProxies};
@@ -20,6 +20,9 @@ pub struct ServerBuilder {
     max_attachments: usize,
     adapter: AdapterFactory,
     trusted_proxies: TrustedProxies,
+    event_rate: EventRateLimit,
+    max_rooms_per_socket: usize,
+    max_namespaces_per_session: usize,
     #[cfg(feature = "redis")]
     cluster: Option<crate::cluster::ClusterOptions>,
 }
@@ -53,6 +56,9 @@ impl Default for ServerBuilder {
             max_attachments: 10,
             adapter: crate::adapter::memory(),
             trusted_proxies: TrustedProxies::default(),
+            event_rate: EventRateLimit::default(),
+            max_rooms_per_socket: 1_000,
+            max_namespaces_per_session: 32,
             #[cfg(feature = "redis")]
             cluster: None,
         }
@@ -123,6 +129,45 @@ impl ServerBuilder {
     /// Longest time a polling POST body may take to arrive (default 10 s).
     pub fn request_body_timeout(mut self, d: Duration) -> Self {
         self.engine.request_body_timeout = d;
+        self
+    }
+    /// Most sessions one client address may hold at once; more handshakes get 403 "Too
+    /// many sessions from this address" (default 1,000). The address is the client's:
+    /// the TCP peer, or the client behind [`ServerBuilder::trusted_proxies`].
+    pub fn max_sessions_per_address(mut self, n: usize) -> Self {
+        self.engine.max_sessions_per_address = n;
+        self
+    }
+    /// Most handshakes one client address may make per second; more get 403 "Too many
+    /// handshakes from this address" (default 100).
+    pub fn handshakes_per_address_per_second(mut self, n: u32) -> Self {
+        self.engine.handshakes_per_address_per_second = n;
+        self
+    }
+    /// Holds loopback clients (127.0.0.0/8, ::1) to the two per-address limits too
+    /// (default false: a local proxy missing from the trusted proxies would make every
+    /// client one address, and local load generators and health checks are not abuse).
+    pub fn limit_loopback(mut self, on: bool) -> Self {
+        self.engine.limit_loopback = on;
+        self
+    }
+    /// Inbound events per socket (default 100 per second, bursts of 500, dropped over
+    /// it). Acks from the client are not counted.
+    pub fn event_rate_limit(mut self, limit: EventRateLimit) -> Self {
+        self.event_rate = limit;
+        self
+    }
+    /// Most rooms a socket may be in, its own room included (default 1,000); a `join`
+    /// beyond is refused (logged and counted). Joins made by other nodes
+    /// (`sockets_join`) are not limited.
+    pub fn max_rooms_per_socket(mut self, n: usize) -> Self {
+        self.max_rooms_per_socket = n;
+        self
+    }
+    /// Most namespaces one session may join (default 32); a CONNECT beyond is answered
+    /// `connect_error` "Too many namespaces".
+    pub fn max_namespaces_per_session(mut self, n: usize) -> Self {
+        self.max_namespaces_per_session = n;
         self
     }
     /// Upgrade deadline (default 10 s).
@@ -241,6 +286,13 @@ impl ServerBuilder {
     }
 
     fn assemble_server(self, clustered: bool) -> Server {
+        let metrics = Arc::new(NodeMetrics::new(clustered));
+        let limits = SocketLimits {
+            event_rate: self.event_rate,
+            max_rooms_per_socket: self.max_rooms_per_socket,
+            max_namespaces_per_session: self.max_namespaces_per_session,
+            hits: metrics.limit_hits.clone(),
+        };
         let shared = Arc::new(ServerShared {
             config: ServerConfig {
                 recovery: self.recovery,
@@ -248,16 +300,17 @@ impl ServerBuilder {
                 max_attachments: self.max_attachments,
                 adapter: self.adapter,
                 trusted_proxies: self.trusted_proxies,
+                limits,
             },
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
             engine: OnceLock::new(),
             connect_deadlines: ConnectDeadlines::default(),
             ingress: OnceLock::new(),
-            metrics: Arc::new(NodeMetrics::new(clustered)),
+            metrics: metrics.clone(),
         });
         let handler = Arc::new(Handler { server: Arc::downgrade(&shared) });
-        let _ = shared.engine.set(Engine::new(self.engine, handler));
+        let _ = shared.engine.set(Engine::with_limit_hits(self.engine, handler, metrics.limit_hits.clone()));
         shared.of("/");
         Server { shared }
     }

@@ -94,8 +94,25 @@ impl Client {
         let socket = self.sockets.lock().unwrap().get(&packet.nsp).cloned();
         match (packet.kind, socket) {
             (PacketKind::Connect, None) => {
-                if !self.connecting.lock().unwrap().insert(packet.nsp.clone()) {
-                    return protocol_error(session, "second CONNECT to a namespace being connected");
+                let limits = &server.config.limits;
+                let joined = self.sockets.lock().unwrap().len();
+                {
+                    let mut connecting = self.connecting.lock().unwrap();
+                    if connecting.contains(&packet.nsp) {
+                        drop(connecting);
+                        return protocol_error(session, "second CONNECT to a namespace being connected");
+                    }
+                    if joined + connecting.len() >= limits.max_namespaces_per_session {
+                        drop(connecting);
+                        tracing::debug!(sid = %session.sid, nsp = %packet.nsp, limit = limits.max_namespaces_per_session, "namespaces per session reached, CONNECT refused");
+                        limits.hits.hit(crate::metrics::Limit::NamespacesPerSession);
+                        let mut err = indexmap::IndexMap::new();
+                        err.insert("message".to_owned(), Value::from("Too many namespaces"));
+                        let reply = Packet::connect_error(&packet.nsp, Value::Object(err));
+                        let _ = session.send_all(crate::protocol::socket_packet::encode(&reply).to_out_packets());
+                        return;
+                    }
+                    connecting.insert(packet.nsp.clone());
                 }
                 let auth = packet.data.unwrap_or_else(|| Value::Object(Default::default()));
                 let Some(ns) = server.namespace_for_connect(&packet.nsp, &auth) else {
@@ -106,13 +123,16 @@ impl Client {
                     let _ = session.send_all(crate::protocol::socket_packet::encode(&reply).to_out_packets());
                     return;
                 };
-                let client = self.clone();
-                let session = session.clone();
+                let (client, session2) = (self.clone(), session.clone());
                 let nsp = packet.nsp;
-                run_handler(async move {
-                    Namespace::connect(ns, client.clone(), session, auth).await;
-                    client.connecting.lock().unwrap().remove(&nsp);
-                });
+                let on_panic = self.connect_panicked(session, &nsp);
+                run_handler(
+                    move || async move {
+                        Namespace::connect(ns, client.clone(), session2, auth).await;
+                        client.connecting.lock().unwrap().remove(&nsp);
+                    },
+                    on_panic,
+                );
             }
             (PacketKind::Event | PacketKind::BinaryEvent, Some(socket)) => socket.on_event(packet),
             (PacketKind::Ack | PacketKind::BinaryAck, Some(socket)) => {
@@ -132,6 +152,31 @@ impl Client {
                     _ => "packet for a namespace the client is not connected to",
                 };
                 protocol_error(session, why);
+            }
+        }
+    }
+}
+
+impl Client {
+    /// What a CONNECT whose middleware (or recovery) panicked does: the connection to that
+    /// namespace is refused with a `connect_error` ("server error"), or, if the socket got
+    /// connected already, that socket is disconnected. The namespace may be asked again;
+    /// the session's other namespaces go on.
+    fn connect_panicked(self: &Arc<Self>, session: &Arc<Session>, nsp: &str) -> impl FnOnce(String) + Send + 'static {
+        let (client, session, nsp) = (Arc::downgrade(self), session.clone(), nsp.to_owned());
+        move |message: String| {
+            tracing::error!(sid = %session.sid, %nsp, panic = %message, "connect middleware panicked; refusing this connection");
+            let Some(client) = client.upgrade() else { return };
+            client.connecting.lock().unwrap().remove(&nsp);
+            let socket = client.sockets.lock().unwrap().get(&nsp).cloned();
+            match socket {
+                Some(socket) => socket.disconnect(false),
+                None => {
+                    let mut err = indexmap::IndexMap::new();
+                    err.insert("message".to_owned(), Value::from("server error"));
+                    let reply = Packet::connect_error(&nsp, Value::Object(err));
+                    let _ = session.send_all(crate::protocol::socket_packet::encode(&reply).to_out_packets());
+                }
             }
         }
     }

@@ -45,6 +45,7 @@ async fn sweep_connect_deadlines(server: Weak<ServerShared>) {
                 let joined = session.handler_state::<Client>().is_some_and(|c| c.connected_once.load(Ordering::Acquire));
                 if !joined && !session.is_closed() {
                     tracing::debug!(sid = %session.sid, "no namespace joined within connect timeout");
+                    server.config.limits.hits.hit(crate::metrics::Limit::ConnectTimeout);
                     session.close(CloseReason::ForcedClose);
                 }
             }
@@ -81,11 +82,23 @@ impl EngineHandler for Handler {
 
     fn on_message(&self, session: &Arc<Session>, message: Message) {
         if let Some(client) = session.handler_state::<Client>() {
-            client.on_message(session, message);
+            // Handlers catch their own panics (`run_handler`); this is the net under app
+            // code that runs before one starts (a dynamic namespace's matcher or init), so
+            // a panic there closes this session and never unwinds into the transport.
+            let run = std::panic::AssertUnwindSafe(|| client.on_message(session, message));
+            if let Err(payload) = std::panic::catch_unwind(run) {
+                tracing::error!(sid = %session.sid, panic = %super::panic_message(payload.as_ref()), "panic while handling a message; closing this session");
+                session.close(CloseReason::ForcedClose);
+            }
         }
     }
 
     fn on_close(&self, session: &Session, reason: CloseReason) {
+        if reason == CloseReason::SlowClient {
+            if let Some(server) = self.server.upgrade() {
+                server.config.limits.hits.hit(crate::metrics::Limit::MaxBufferedBytes);
+            }
+        }
         if let Some(client) = session.handler_state::<Client>() {
             client.on_close(reason);
         }

@@ -42,7 +42,7 @@ pub use handshake::Handshake;
 pub use namespace::{ConnectError, Namespace, ServerAck, WeakNamespace};
 pub use socket::{AckError, EmitError, Event, Socket, SocketWithTimeout};
 pub use builder::{ServerBuilder, StartError};
-pub use server::{Health, Server};
+pub use server::{EventRateLimit, Health, OverLimit, Server};
 pub use service::SocketIoService;
 pub(crate) use server::ServerShared;
 
@@ -107,15 +107,66 @@ impl From<CloseReason> for DisconnectReason {
     }
 }
 
-/// Runs a handler's future: at once up to its first await, then (if it is not done) as
-/// a task. Handlers so start in the order their packets arrived, as in the official
-/// server, and a handler that only joins a room and emits finishes inline.
-pub(crate) fn run_handler<F: Future<Output = ()> + Send + 'static>(fut: F) {
-    let mut fut = Box::pin(fut);
+/// Runs a handler: at once up to its first await, then (if it is not done) as a task.
+/// Handlers so start in the order their packets arrived, as in the official server, and
+/// a handler that only joins a room and emits finishes inline.
+///
+/// `make` builds the handler's future (calling the app's closure, which may itself
+/// panic). A panic anywhere in it, inline or after an await, is caught here, so it never
+/// unwinds through the engine or a lock of shoal's, and never takes its task down
+/// unseen: `on_panic` gets the panic's message and closes what the handler belonged to
+/// (its socket, or the connection attempt), and nothing else.
+pub(crate) fn run_handler<M, F, P>(make: M, on_panic: P)
+where
+    M: FnOnce() -> F,
+    F: Future<Output = ()> + Send + 'static,
+    P: FnOnce(String) + Send + 'static,
+{
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    if let Poll::Pending = fut.as_mut().poll(&mut cx) {
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut fut = Box::pin(make());
+        let poll = fut.as_mut().poll(&mut cx);
+        (fut, poll)
+    }));
+    match first {
+        Ok((_, Poll::Ready(()))) => {}
         // The task polls it again at once, registering its real waker.
-        tokio::spawn(fut);
+        Ok((fut, Poll::Pending)) => {
+            tokio::spawn(Guarded { fut, on_panic: Some(Box::new(on_panic)) });
+        }
+        Err(payload) => on_panic(panic_message(payload.as_ref())),
     }
 }
 
+/// A handler's future after its first await: polled inside `catch_unwind`.
+struct Guarded<F> {
+    fut: std::pin::Pin<Box<F>>,
+    on_panic: Option<Box<dyn FnOnce(String) + Send>>,
+}
+
+impl<F: Future<Output = ()>> Future for Guarded<F> {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.fut.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                if let Some(on_panic) = this.on_panic.take() {
+                    on_panic(panic_message(payload.as_ref()));
+                }
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+/// The text a panic was raised with (`panic!("...")` gives a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-text payload".to_owned()
+    }
+}

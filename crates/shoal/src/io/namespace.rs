@@ -63,6 +63,7 @@ pub(crate) struct NamespaceShared {
     adapter: OnceLock<Arc<dyn Adapter>>,
     ack_ids: AtomicU64,
     recovery: Option<RecoveryOptions>,
+    pub(super) limits: super::server::SocketLimits,
 }
 
 /// A namespace. Cheap to clone: every clone is the same namespace.
@@ -96,6 +97,7 @@ impl Namespace {
             adapter: OnceLock::new(),
             ack_ids: AtomicU64::new(0),
             recovery: server.config.recovery.clone(),
+            limits: server.config.limits.clone(),
         }));
         let view: Arc<dyn LocalNamespace> = ns.0.clone();
         let adapter = (server.config.adapter)(&view);
@@ -306,7 +308,8 @@ impl Namespace {
         tracing::debug!(socket = %id, nsp = %self.name(), sid = %session.sid, recovered, "socket connected");
         let handlers: Vec<ConnectionHandler> = self.0.connection_handlers.read().unwrap().clone();
         for h in handlers {
-            run_handler(h(socket.clone()));
+            let s = socket.clone();
+            run_handler(move || h(s), socket.panic_closes("connection handler".to_owned()));
         }
     }
 }
@@ -372,7 +375,10 @@ impl LocalNamespace for NamespaceShared {
     fn dispatch_server_event(&self, event: &str, args: Vec<Value>, ack: Option<ServerAck>) {
         let handler = self.server_handlers.read().unwrap().get(event).cloned();
         if let Some(handler) = handler {
-            run_handler(handler(args, ack));
+            let (nsp, event) = (self.name.clone(), event.to_owned());
+            run_handler(move || handler(args, ack), move |message| {
+                tracing::error!(%nsp, %event, panic = %message, "server-side event handler panicked")
+            });
         }
     }
 }

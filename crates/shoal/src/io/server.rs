@@ -22,6 +22,42 @@ pub(crate) struct ServerConfig {
     pub max_attachments: usize,
     pub adapter: AdapterFactory,
     pub trusted_proxies: crate::cluster::TrustedProxies,
+    pub limits: SocketLimits,
+}
+
+/// The limits on what one client does at the Socket.IO level, with the counter they
+/// bump when they fire. Each namespace keeps a copy.
+#[derive(Clone, Debug)]
+pub(crate) struct SocketLimits {
+    pub event_rate: EventRateLimit,
+    pub max_rooms_per_socket: usize,
+    pub max_namespaces_per_session: usize,
+    pub hits: crate::metrics::LimitHits,
+}
+
+/// What happens to an event that a socket sends over its [`EventRateLimit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverLimit {
+    /// The event is dropped (no handler runs, no ack); the socket goes on.
+    Drop,
+    /// The socket is disconnected, as by `socket.disconnect()`.
+    Disconnect,
+}
+
+/// Inbound events per socket: a token bucket of `burst` events, refilled with
+/// `per_second` events each second. Default: 100 per second, bursts of 500, over it
+/// the event is dropped. `per_second` 0 turns the limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+    pub over: OverLimit,
+}
+
+impl Default for EventRateLimit {
+    fn default() -> Self {
+        EventRateLimit { per_second: 100, burst: 500, over: OverLimit::Drop }
+    }
 }
 
 pub(crate) struct ServerShared {

@@ -138,6 +138,8 @@ pub(crate) struct SocketShared {
     /// Private session id for connection state recovery (None when recovery is off).
     pid: Option<String>,
     recovered: bool,
+    /// Inbound events: tokens left and when they were last refilled.
+    event_tokens: Mutex<(f64, std::time::Instant)>,
 }
 
 /// A client's connection to one namespace. Cheap to clone: every clone is the same socket.
@@ -162,7 +164,6 @@ impl Socket {
     ) -> Socket {
         Socket(Arc::new(SocketShared {
             id,
-            ns,
             session,
             client,
             handshake: std::sync::OnceLock::new(),
@@ -176,6 +177,8 @@ impl Socket {
             connected: AtomicBool::new(false),
             restoring: Mutex::new(None),
             replayed: Mutex::new(None),
+            event_tokens: Mutex::new((f64::from(ns.0.limits.event_rate.burst), std::time::Instant::now())),
+            ns,
             pid,
             recovered,
         }))
@@ -337,14 +340,34 @@ impl Socket {
 
     // ---- rooms ----------------------------------------------------------------------
 
+    /// Joins a room. Refused (logged, counted in the metrics) when the socket would be
+    /// in more than `max_rooms_per_socket` rooms; [`Socket::try_join`] says so.
     pub fn join(&self, room: impl Into<Room>) {
-        self.ns().adapter().add_all(self.id(), &[room.into()]);
-        self.changed();
+        let _ = self.try_join_all([room.into()]);
     }
     pub fn join_all(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) {
+        let _ = self.try_join_all(rooms);
+    }
+    /// Joins a room; false (and nothing joined) if that would put the socket in more
+    /// than `max_rooms_per_socket` rooms.
+    pub fn try_join(&self, room: impl Into<Room>) -> bool {
+        self.try_join_all([room.into()])
+    }
+    /// Joins every room, or (if that would put the socket in more than
+    /// `max_rooms_per_socket` rooms) none, and returns false.
+    pub fn try_join_all(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) -> bool {
         let rooms: Vec<Room> = rooms.into_iter().map(Into::into).collect();
+        let limits = &self.ns().0.limits;
+        let current = self.rooms();
+        let new = rooms.iter().filter(|r| current.binary_search(r).is_err()).collect::<std::collections::HashSet<_>>().len();
+        if current.len() + new > limits.max_rooms_per_socket {
+            tracing::debug!(socket = %self.id(), nsp = %self.ns().name(), limit = limits.max_rooms_per_socket, "rooms per socket reached, join refused");
+            limits.hits.hit(crate::metrics::Limit::RoomsPerSocket);
+            return false;
+        }
         self.ns().adapter().add_all(self.id(), &rooms);
         self.changed();
+        true
     }
     pub fn leave(&self, room: impl Into<Room>) {
         self.ns().adapter().del(self.id(), &room.into());
@@ -481,17 +504,81 @@ impl Socket {
             Some(Value::Number(n)) => n.to_string(),
             _ => return,
         };
+        if !self.take_event_token() {
+            return;
+        }
         let ack = packet.id.map(|id| Arc::new(AckSender { socket: self.clone(), id, sent: AtomicBool::new(false) }));
         let event = Event { name, args: data.collect(), ack };
         let any: Vec<EventHandler> = self.0.any_handlers.read().unwrap().clone();
         for h in any {
-            run_handler(h(self.clone(), event.clone()));
+            let (socket, event) = (self.clone(), event.clone());
+            let name = event.name.clone();
+            run_handler(move || h(socket, event), self.panic_closes(format!("catch-all listener (event {name:?})")));
         }
         let handler = self.0.handlers.read().unwrap().get(&event.name).cloned();
         match handler {
-            Some(h) => run_handler(h(self.clone(), event)),
+            Some(h) => {
+                let what = format!("handler of event {:?}", event.name);
+                let socket = self.clone();
+                run_handler(move || h(socket, event), self.panic_closes(what));
+            }
             None => tracing::trace!(socket = %self.id(), event = %event.name, "no handler for event"),
         }
+    }
+
+    /// Takes one token of the socket's event bucket; false if the event must not run
+    /// (it is over the rate: dropped, or the socket is disconnected, by configuration).
+    fn take_event_token(&self) -> bool {
+        let limits = &self.ns().0.limits;
+        let rate = limits.event_rate;
+        if rate.per_second == 0 {
+            return true;
+        }
+        let allowed = {
+            let mut bucket = self.0.event_tokens.lock().unwrap();
+            let now = std::time::Instant::now();
+            let refill = now.duration_since(bucket.1).as_secs_f64() * f64::from(rate.per_second);
+            *bucket = ((bucket.0 + refill).min(f64::from(rate.burst.max(1))), now);
+            if bucket.0 >= 1.0 {
+                bucket.0 -= 1.0;
+                true
+            } else {
+                false
+            }
+        };
+        if !allowed {
+            limits.hits.hit(crate::metrics::Limit::EventRate);
+            match rate.over {
+                super::OverLimit::Drop => {
+                    tracing::trace!(socket = %self.id(), nsp = %self.ns().name(), "event over the rate limit dropped");
+                }
+                super::OverLimit::Disconnect => {
+                    tracing::debug!(socket = %self.id(), nsp = %self.ns().name(), per_second = rate.per_second, "events over the rate limit; disconnecting");
+                    self.disconnect(false);
+                }
+            }
+        }
+        allowed
+    }
+
+    /// What a handler of this socket that panics does: the panic is logged with its
+    /// message, and this socket (only) is disconnected, as if the server had called
+    /// `disconnect()`: the client hears "io server disconnect"; the session's other
+    /// namespaces and every other socket go on.
+    pub(crate) fn panic_closes(&self, what: String) -> impl FnOnce(String) + Send + 'static {
+        let socket = self.clone();
+        move |message: String| {
+            tracing::error!(socket = %socket.id(), nsp = %socket.ns().name(), sid = %socket.session().sid, panic = %message,
+                "{what} panicked; disconnecting this socket");
+            socket.disconnect(false);
+        }
+    }
+
+    /// For handlers that run when the socket is already going (disconnect handlers):
+    /// the panic is logged, there is nothing left to close.
+    fn panic_logged(&self, what: &'static str) -> impl FnOnce(String) + Send + 'static {
+        let (id, nsp) = (self.id().clone(), self.ns().name().to_owned());
+        move |message: String| tracing::error!(socket = %id, %nsp, panic = %message, "{what} panicked")
     }
 
     /// Leaves everything and tells the handlers. Runs once.
@@ -502,7 +589,8 @@ impl Socket {
         }
         let handlers: Vec<_> = self.0.disconnecting_handlers.lock().unwrap().drain(..).collect();
         for h in handlers {
-            run_handler(h(self.clone(), reason));
+            let socket = self.clone();
+            run_handler(move || h(socket, reason), self.panic_logged("disconnecting handler"));
         }
         if let Some(snapshot) = self.snapshot() {
             if reason.is_recoverable() {
@@ -520,7 +608,8 @@ impl Socket {
         self.0.acks.lock().unwrap().clear();
         let handlers: Vec<_> = self.0.disconnect_handlers.lock().unwrap().drain(..).collect();
         for h in handlers {
-            run_handler(h(self.clone(), reason));
+            let socket = self.clone();
+            run_handler(move || h(socket, reason), self.panic_logged("disconnect handler"));
         }
         self.0.handlers.write().unwrap().clear();
         self.0.any_handlers.write().unwrap().clear();

@@ -118,7 +118,7 @@ impl RedisAdapter {
                 ]);
                 self.publish_response(&request, &count, false);
                 let adapter = self.weak_self.clone();
-                let timeout = opts.flags.timeout.unwrap_or(self.options.requests_timeout);
+                let timeout = peer_ack_timeout(opts.flags.timeout, self.options.requests_timeout);
                 tokio::spawn(async move {
                     let deadline = tokio::time::Instant::now() + timeout;
                     for _ in 0..sent {
@@ -153,5 +153,36 @@ impl RedisAdapter {
         } else {
             self.publish_json(&channel, response);
         }
+    }
+}
+
+/// Floor of the longest wait a peer may ask for (see [`peer_ack_timeout`]).
+const PEER_ACK_TIMEOUT_FLOOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long this node relays the acks of a peer's broadcast: the timeout the peer asked
+/// for, or this node's `requests_timeout` when it asked for none, and never more than the
+/// larger of `requests_timeout` and 60 s. Each such wait holds a task and an ack slot on
+/// every socket it reached, so a peer (or anything publishing on the channels) cannot make
+/// the node hold them for hours.
+fn peer_ack_timeout(asked: Option<std::time::Duration>, requests_timeout: std::time::Duration) -> std::time::Duration {
+    asked.unwrap_or(requests_timeout).min(requests_timeout.max(PEER_ACK_TIMEOUT_FLOOR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_peer_cannot_ask_for_a_longer_ack_wait_than_the_bound() {
+        let five = Duration::from_secs(5);
+        assert_eq!(peer_ack_timeout(None, five), five);
+        assert_eq!(peer_ack_timeout(Some(Duration::from_millis(300)), five), Duration::from_millis(300));
+        assert_eq!(peer_ack_timeout(Some(Duration::from_secs(30)), five), Duration::from_secs(30));
+        assert_eq!(peer_ack_timeout(Some(Duration::from_secs(3600)), five), Duration::from_secs(60));
+        assert_eq!(peer_ack_timeout(Some(wire::MAX_TIMEOUT), five), Duration::from_secs(60));
+        // A node configured to wait longer allows its own timeout.
+        let long = Duration::from_secs(120);
+        assert_eq!(peer_ack_timeout(Some(Duration::from_secs(3600)), long), long);
     }
 }

@@ -260,8 +260,25 @@ pub fn opts_from_value(v: Option<&Value>) -> BroadcastOptions {
         flags: BroadcastFlags {
             local: false,
             volatile: flags.and_then(|f| f.get("volatile")).and_then(Value::as_bool).unwrap_or(false),
-            timeout: flags.and_then(|f| f.get("timeout")).and_then(Value::as_f64).map(|ms| Duration::from_millis(ms.max(0.0) as u64)),
+            timeout: flags.and_then(|f| f.get("timeout")).and_then(Value::as_f64).map(timeout_from_millis),
         },
+    }
+}
+
+/// The longest timeout a message from Redis is read with. Anything that can publish on
+/// the adapter's channels sets it, and `Instant + timeout` must not overflow; what a
+/// node then waits for is bounded again by its own settings (`answers.rs`).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Milliseconds from the wire as a duration in `0..=MAX_TIMEOUT`: negative and NaN read
+/// as 0, larger values (infinity included) as `MAX_TIMEOUT`.
+pub fn timeout_from_millis(ms: f64) -> Duration {
+    if ms.is_nan() || ms <= 0.0 {
+        Duration::ZERO
+    } else if ms >= MAX_TIMEOUT.as_millis() as f64 {
+        MAX_TIMEOUT
+    } else {
+        Duration::from_millis(ms as u64)
     }
 }
 
@@ -311,6 +328,26 @@ pub fn socket_info_from_value(v: &Value) -> Option<SocketInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeout_from_the_wire_is_bounded() {
+        let read = |t: Value| {
+            let opts = object(vec![("flags", object(vec![("timeout", t)]))]);
+            opts_from_value(Some(&opts)).flags.timeout
+        };
+        assert_eq!(read(Value::from(1500)), Some(Duration::from_millis(1500)));
+        assert_eq!(read(Value::from(-5)), Some(Duration::ZERO));
+        // NaN and infinity have no JSON form (the Value tree may hold them as null);
+        // whatever a decoder makes of them reads within the bounds.
+        assert_eq!(timeout_from_millis(f64::NAN), Duration::ZERO);
+        assert_eq!(timeout_from_millis(f64::INFINITY), MAX_TIMEOUT);
+        assert_eq!(timeout_from_millis(f64::NEG_INFINITY), Duration::ZERO);
+        assert_eq!(read(Value::from(1e300)), Some(MAX_TIMEOUT));
+        assert_eq!(read(Value::from(u64::MAX)), Some(MAX_TIMEOUT));
+        assert_eq!(read(Value::from("soon")), None);
+        // A bounded timeout can be added to an instant.
+        let _ = std::time::Instant::now() + read(Value::from(1e300)).unwrap();
+    }
 
     #[test]
     fn msgpack_is_notepack_compatible() {
