@@ -61,6 +61,22 @@ pub struct NodeFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_buffered_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sessions_per_address: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshakes_per_address_per_second: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_loopback: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_per_second: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_burst: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disconnect_over_event_rate: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rooms_per_socket: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_namespaces_per_session: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<String>,
@@ -431,6 +447,14 @@ impl Config {
             cors_credentials: Some(self.cors_credentials),
             max_header_bytes: Some(self.max_header_bytes),
             max_buffered_bytes: Some(self.max_buffered_bytes as u64),
+            max_sessions_per_address: Some(self.max_sessions_per_address as u64),
+            handshakes_per_address_per_second: Some(self.handshakes_per_address_per_second as u64),
+            limit_loopback: Some(self.limit_loopback),
+            events_per_second: Some(self.events_per_second as u64),
+            event_burst: Some(self.event_burst as u64),
+            disconnect_over_event_rate: Some(self.disconnect_over_event_rate),
+            max_rooms_per_socket: Some(self.max_rooms_per_socket as u64),
+            max_namespaces_per_session: Some(self.max_namespaces_per_session as u64),
             node_id: self.node_id.clone(),
             redis: self.redis.as_deref().map(mask_url),
             redis_key: Some(self.redis_key.clone()),
