@@ -311,6 +311,7 @@ impl Namespace {
             let s = socket.clone();
             run_handler(move || h(s), socket.panic_closes("connection handler".to_owned()));
         }
+        socket.handlers_ready();
     }
 }
 

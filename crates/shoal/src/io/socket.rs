@@ -131,6 +131,11 @@ pub(crate) struct SocketShared {
     /// While a recovered socket is being restored: the packets delivered to it meanwhile,
     /// sent after the replay (those the replay already holds are not sent twice).
     restoring: Mutex<Option<Vec<Encoded>>>,
+    /// False until the connection handlers ran: the client may send events as soon as
+    /// it has the CONNECT answer, and on another thread they would meet a socket whose
+    /// handlers are not set yet. Such events wait in `held`, in order.
+    ready: AtomicBool,
+    held: Mutex<Vec<Packet>>,
     /// Right after a restore: the packets replayed, so that one also arriving live (it was
     /// logged before the replay and delivered after) is not sent twice. Cleared by the
     /// first live packet that is not among them.
@@ -176,6 +181,8 @@ impl Socket {
             data: Mutex::new(Value::Null),
             connected: AtomicBool::new(false),
             restoring: Mutex::new(None),
+            ready: AtomicBool::new(false),
+            held: Mutex::new(Vec::new()),
             replayed: Mutex::new(None),
             event_tokens: Mutex::new((f64::from(ns.0.limits.event_rate.burst), std::time::Instant::now())),
             ns,
@@ -495,6 +502,37 @@ impl Socket {
     }
 
     pub(crate) fn on_event(&self, packet: Packet) {
+        if !self.0.ready.load(Ordering::Acquire) {
+            let mut held = self.0.held.lock().unwrap_or_else(|e| e.into_inner());
+            // Checked again under the lock: `handlers_ready` sets it under the lock.
+            if !self.0.ready.load(Ordering::Acquire) {
+                held.push(packet);
+                return;
+            }
+        }
+        self.dispatch_event(packet);
+    }
+
+    /// The connection handlers ran (their listeners are set): the events that arrived
+    /// meanwhile are handled, in order, and later ones go straight to their handlers.
+    pub(crate) fn handlers_ready(&self) {
+        loop {
+            let batch = {
+                let mut held = self.0.held.lock().unwrap_or_else(|e| e.into_inner());
+                if held.is_empty() {
+                    self.0.ready.store(true, Ordering::Release);
+                    *held = Vec::new();
+                    return;
+                }
+                std::mem::take(&mut *held)
+            };
+            for packet in batch {
+                self.dispatch_event(packet);
+            }
+        }
+    }
+
+    fn dispatch_event(&self, packet: Packet) {
         let mut data = match packet.data {
             Some(Value::Array(a)) => a.into_iter(),
             _ => return,
