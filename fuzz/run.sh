@@ -26,16 +26,21 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cllvm-args=-simplifycfg-branch-fold-threshold=0 \
 -Cllvm-args=-sanitizer-coverage-stack-depth -Cdebug-assertions -Coverflow-checks ${FUZZ_RUSTFLAGS:-}"
 # --target keeps RUSTFLAGS away from build scripts, as cargo-fuzz does.
-cargo build --release --locked --target "$TRIPLE" --bins
+# Not --locked: a dependency added to shoal must not break this build; the lockfile keeps
+# the versions it has.
+cargo build --release --target "$TRIPLE" --bins
 
 for t in "${TARGETS[@]}"; do
   mkdir -p "corpus-new/$t" "artifacts/$t" "corpus/$t"
-  limit=(-max_total_time="$SECONDS_EACH")
-  [ -n "${FUZZ_RUNS:-}" ] && limit=(-runs="$FUZZ_RUNS")
-  echo "---- fuzz $t (${FUZZ_RUNS:+$FUZZ_RUNS runs}${FUZZ_RUNS:-${SECONDS_EACH}s})"
+  if [ -n "${FUZZ_RUNS:-}" ]; then
+    limit=(-runs="$FUZZ_RUNS") what="$FUZZ_RUNS runs"
+  else
+    limit=(-max_total_time="$SECONDS_EACH") what="${SECONDS_EACH}s"
+  fi
+  echo "---- fuzz $t ($what)"
   log="artifacts/$t/last-run.log"
   status=0
-  "target/$TRIPLE/release/$t" "${limit[@]}" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+  "${CARGO_TARGET_DIR:-target}/$TRIPLE/release/$t" "${limit[@]}" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="artifacts/$t/" "corpus-new/$t" "corpus/$t" >"$log" 2>&1 || status=$?
   grep -E '^(INFO: seed corpus|#[0-9]+ +DONE|Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
   if [ "$status" -ne 0 ]; then
