@@ -59,6 +59,19 @@ section "cargo test (release)"
 cargo test --release --workspace
 
 # ---------------------------------------------------------------------------
+section "fuzz targets, a few seconds each (fuzz/run.sh)"
+# libFuzzer, built on the stable toolchain with cargo-fuzz's instrumentation flags; its
+# C++ part needs a C++ compiler. Each target runs FUZZ_SECONDS (default 5) from the
+# committed seeds; a finding fails the run (the input is left in fuzz/artifacts/).
+if ! command -v c++ >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends g++
+fi
+bash fuzz/run.sh "${FUZZ_SECONDS:-5}"
+
+# ---------------------------------------------------------------------------
 section "end-to-end JS suites (node --test)"
 shopt -s nullglob
 js_tests=(tests/js/*.test.mjs)

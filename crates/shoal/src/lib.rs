@@ -33,6 +33,13 @@ pub use cluster::TrustedProxies;
 pub use protocol::{IntoArgs, Value};
 pub use serve::{serve, serve_with, ServeOptions};
 
+/// Entry points of the private parsers, for the fuzz targets in the repository's `fuzz/`.
+/// Not an API: no stability is promised.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::serve::proxy_protocol::{parse_proxy_header, ProxyHeader};
+}
+
 /// The metrics crate of [`Server::register_metrics`], so an app registers its own
 /// metrics with the same version.
 pub use prometheus_client;

@@ -497,4 +497,17 @@ mod tests {
         assert_eq!(out, "\"a\\u0001b\u{7f}é\"");
         assert_eq!(parse_json(&out).unwrap(), Value::from("a\u{1}b\u{7f}é"));
     }
+
+    /// Found by the `socket_packet` fuzz target: without serde_json's `float_roundtrip`, a
+    /// long number was read 1 ULP off (JSON.parse rounds correctly), so shoal relayed a
+    /// different number than the client sent, and its own output read back differently.
+    #[test]
+    fn long_numbers_are_read_correctly_rounded() {
+        let text = format!("4{}12.3", "4".repeat(107));
+        let v = parse_json(&text).unwrap();
+        assert_eq!(v.as_f64(), Some(text.parse::<f64>().unwrap()));
+        let mut out = String::new();
+        v.write_json(&mut out, &mut Vec::new());
+        assert_eq!(parse_json(&out).unwrap(), v);
+    }
 }

@@ -8,7 +8,7 @@
 //! one the options trust. Each connection reaches hyper as an [`engine::Conn`], so the
 //! engine can take the stream back after a WebSocket upgrade.
 
-mod proxy_protocol;
+pub(crate) mod proxy_protocol;
 
 use crate::cluster::TrustedProxies;
 use crate::engine::{Conn, PeerAddr};

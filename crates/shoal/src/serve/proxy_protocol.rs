@@ -13,7 +13,7 @@ const V1_MAX: usize = 107;
 
 /// What the first bytes of a connection say about a PROXY header.
 #[derive(Debug, PartialEq, Eq)]
-enum ProxyHeader {
+pub enum ProxyHeader {
     /// Not a PROXY header: plain HTTP.
     Absent,
     /// Could be one; more bytes needed.
@@ -23,7 +23,7 @@ enum ProxyHeader {
 }
 
 /// Parses a PROXY protocol v1 or v2 header at the start of `buf` (no I/O).
-fn parse_proxy_header(buf: &[u8]) -> Result<ProxyHeader, &'static str> {
+pub fn parse_proxy_header(buf: &[u8]) -> Result<ProxyHeader, &'static str> {
     let v1 = b"PROXY ";
     let could_be = |sig: &[u8]| sig.starts_with(&buf[..buf.len().min(sig.len())]);
     if buf.is_empty() {
