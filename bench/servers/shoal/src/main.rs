@@ -36,7 +36,10 @@ fn main() -> std::io::Result<()> {
     let redis = text_flag("--redis");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
     runtime.block_on(async move {
-        let mut builder = Server::builder();
+        // The contract's publisher sends up to hundreds of `broadcast` events a second from
+        // one socket: it is the app's trusted backend, so the per-socket event rate limit
+        // (100/s by default, against abusive clients) is off here.
+        let mut builder = Server::builder().event_rate_limit(shoal::io::EventRateLimit { per_second: 0, ..Default::default() });
         if let Some(url) = redis {
             let link = RedisLink::connect(&url).await.map_err(std::io::Error::other)?;
             builder = builder.adapter(factory(link, RedisOptions::default()));
