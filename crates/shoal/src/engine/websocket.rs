@@ -342,18 +342,14 @@ async fn probe(session: &Arc<Session>, mut ws: Ws) -> Option<Ws> {
     }
 }
 
-async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Reads frames and writes queued packets until the session or the connection ends.
 async fn run(engine: Arc<EngineShared>, session: Arc<Session>, mut ws: Ws) {
     let write_timeout = engine.config.write_timeout;
-    // The heartbeat runs in this task: one task per WebSocket session.
-    let mut wake = session.heartbeat_step();
+    // The heartbeat runs in this task: one task per WebSocket session. Its timer is made
+    // once and moved when the schedule moves, not made again on every wake-up.
+    let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+    let heartbeat = tokio::time::sleep_until(session.heartbeat_step().unwrap_or_else(far));
+    tokio::pin!(heartbeat);
     loop {
         let notified = session.writable.notified();
         tokio::pin!(notified);
@@ -382,8 +378,9 @@ async fn run(engine: Arc<EngineShared>, session: Arc<Session>, mut ws: Ws) {
         let incoming = tokio::select! {
             incoming = ws.next() => incoming,
             _ = &mut notified => continue,
-            _ = sleep_until_or_never(wake) => {
-                wake = session.heartbeat_step();
+            _ = &mut heartbeat => {
+                let next = session.heartbeat_step().unwrap_or_else(far);
+                heartbeat.as_mut().reset(next);
                 continue;
             }
         };
