@@ -53,7 +53,7 @@ STATUS=0
 soak() {
   ulimit -n "$(ulimit -Hn)"
   local port=3900 secs=$((MINUTES * 60))
-  "$BIN/bench-shoal" --port "$port" --threads 2 --recovery 120000 >"$OUT/server.log" 2>&1 &
+  "$BIN/bench-shoal" --port "$port" --threads 2 --recovery 120000 --heap-log 10 >"$OUT/server.log" 2>&1 &
   local server=$!
   PIDS+=("$server")
   for _ in $(seq 100); do grep -qs LISTENING "$OUT/server.log" && break; sleep 0.1; done

@@ -1,5 +1,8 @@
 """The soak's figures from a results directory (bench/results/soak-<stamp>/):
-fanout.json (the load generator's report) and rss.tsv (`<unix s> <VmRSS KiB>` every 10 s).
+fanout.json (the load generator's report), rss.tsv (`<unix s> <VmRSS KiB>` every 10 s) and
+server.log, whose `HEAP` lines (bench-shoal --heap-log) say what the allocator holds: bytes in
+use by the program, and bytes it keeps free in its arenas. In use growing is a leak; free
+growing while in use is flat is memory the allocator keeps (fragmentation), not a leak.
 
     python3 bench/soak/summary.py bench/results/soak-<stamp> [--skip 60]
 
@@ -65,6 +68,26 @@ def fit(pts):
 
 
 pts = list(zip(xs, ys))
+
+# The allocator's view over the same window (absent when the server did not log it).
+heap = []
+try:
+    for line in open(f"{out}/server.log"):
+        if line.startswith("HEAP "):
+            f = line.split()
+            kv = dict(x.split("=") for x in f[2:])
+            heap.append((int(f[1]), int(kv["in_use"]), int(kv["free"]), int(kv["mmap"]), int(kv["sessions"])))
+except FileNotFoundError:
+    pass
+hw = [h for h in heap if h[0] - t0 >= skip]
+if len(hw) >= 3:
+    hx = [(h[0] - t0) / 60 for h in hw]
+    for name, col in (("in_use", 1), ("free", 2), ("mmap", 3)):
+        ys_h = [h[col] / 1024 for h in hw]
+        summary[f"heap_{name}_first_mib"] = round(ys_h[0] / 1024, 1)
+        summary[f"heap_{name}_last_mib"] = round(ys_h[-1] / 1024, 1)
+        summary[f"heap_{name}_slope_kib_per_min"] = fit(list(zip(hx, ys_h)))
+    summary["heap_sessions_first_last"] = [hw[0][4], hw[-1][4]]
 summary["rss_slope_first_half_kib_per_min"] = fit(pts[:half])
 summary["rss_slope_second_half_kib_per_min"] = fit(pts[half:])
 json.dump(summary, open(f"{out}/soak-summary.json", "w"), indent=2)

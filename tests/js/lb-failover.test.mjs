@@ -17,7 +17,7 @@ for (const kind of NODE_KINDS) {
     let nginx;
     const clients = [];
     before(async () => {
-      cluster = await startCluster({ bin: kind.bin, count: 3, args: ["--trusted-proxies", "127.0.0.1"], pingInterval: 5000, pingTimeout: 5000 });
+      cluster = await startCluster({ bin: kind.bin, count: 3, args: ["--trusted-proxies", "127.0.0.1"], pingInterval: 60000, pingTimeout: 5000 });
       nginx = await startNginx("shoal-round-robin.conf", cluster.nodes);
     });
     after(async () => {
@@ -94,15 +94,15 @@ for (const kind of NODE_KINDS) {
       // node piping it (the gauge read just before the kill).
       const upgradeOthersDropped = othersReconnected.filter((c) => c.kind === "upgrade");
       assert.equal(upgradeOthersDropped.length, pipedThroughVictim, `upgrade clients of live nodes dropped: ${upgradeOthersDropped.map((c) => `#${c.i}:${c.disconnects}`)}`);
-      // A polling client of a surviving node drops only when the victim was carrying its
-      // request at the kill: nginx retries the GET on another node, which may reach the
-      // owner before the owner saw the victim's connection close, and the owner takes it
-      // for an overlapping GET ("transport error"); a POST is not retried (502, the same
-      // error). Any other reason, or a second drop, is a failure.
+      // A polling client of a surviving node never drops. Its GET may have been carried by
+      // the victim at the kill: nginx retries it on another node, which forwards it to the
+      // owner, possibly a moment before the owner saw the victim's connection close; the
+      // owner waits for the first GET to end rather than take the retry for an overlap.
+      // (A POST carried by the victim would not be retried: 502, a transport error. No
+      // POST is in flight here: the ping interval, 60 s, is longer than the test, and the
+      // clients emit nothing between their first `whoami` and the final echo.)
       const pollingOthersDropped = othersReconnected.filter((c) => c.kind === "polling");
-      for (const c of pollingOthersDropped) {
-        assert.deepEqual(c.disconnects, ["transport error"], `polling #${c.i} of a live node: ${c.disconnects}`);
-      }
+      assert.deepEqual(pollingOthersDropped.map((c) => `#${c.i}:${c.disconnects}`), [], "polling clients of live nodes dropped");
     });
   });
 }

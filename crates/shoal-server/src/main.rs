@@ -72,9 +72,10 @@ async fn run(config: Config) -> Result<(), String> {
             (Some(api), Some(addr)) => {
                 let api_listener = listen(addr).map_err(|e| format!("[api] cannot listen on {addr}: {e}"))?;
                 tracing::info!("publish API on http://{}", api_listener.local_addr().map_err(|e| e.to_string())?);
+                let options = shoal::ServeOptions { max_header_bytes: config.max_header_bytes as usize, ..io.serve_options() };
                 tokio::spawn(async move {
                     let site = demo::ApiSite(api);
-                    if let Err(e) = shoal::serve_with(api_listener, site, shutdown_signal(), shoal::ServeOptions::default()).await {
+                    if let Err(e) = shoal::serve_with(api_listener, site, shutdown_signal(), options).await {
                         tracing::error!(error = %e, "the publish API's listener failed");
                     }
                 });

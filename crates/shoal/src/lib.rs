@@ -32,6 +32,7 @@ pub use cluster::ClusterOptions;
 pub use cluster::TrustedProxies;
 pub use protocol::{IntoArgs, Value};
 pub use serve::{serve, serve_with, ServeOptions};
+pub use metrics::LimitHits;
 
 /// Entry points of the private parsers, for the fuzz targets in the repository's `fuzz/`.
 /// Not an API: no stability is promised.

@@ -58,10 +58,12 @@ pub(crate) enum Limit {
     RoomsPerSocket,
     /// A CONNECT refused: the session has `max_namespaces_per_session` namespaces.
     NamespacesPerSession,
+    /// A request head over the listener's `max_header_bytes` (431).
+    RequestHead,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::MaxSessions,
         Limit::SessionsPerAddress,
         Limit::HandshakeRate,
@@ -72,6 +74,7 @@ impl Limit {
         Limit::EventRate,
         Limit::RoomsPerSocket,
         Limit::NamespacesPerSession,
+        Limit::RequestHead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,16 +89,19 @@ impl Limit {
             Limit::EventRate => "event_rate_limit",
             Limit::RoomsPerSocket => "max_rooms_per_socket",
             Limit::NamespacesPerSession => "max_namespaces_per_session",
+            Limit::RequestHead => "max_header_bytes",
         }
     }
 }
 
-/// The counter of limits that fired, shared by the layers that enforce them.
+/// The counter of limits that fired (`shoal_limit_hits_total{limit=...}`), shared by
+/// the layers that enforce them. A listener counts into its server's with
+/// [`crate::Server::serve_options`]; a default one counts into nothing that is exposed.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct LimitHits(Family<LimitLabel, Counter>);
+pub struct LimitHits(Family<LimitLabel, Counter>);
 
 impl LimitHits {
-    pub fn hit(&self, limit: Limit) {
+    pub(crate) fn hit(&self, limit: Limit) {
         self.0.get_or_create(&LimitLabel { limit: limit.as_str() }).inc();
     }
 }

@@ -12,15 +12,24 @@ fn config() -> EngineConfig {
 
 const P: &str = "/engine.io/";
 
+/// Waits (up to 2 s) until `sid`'s polling GET is in flight on the server, or not.
+async fn until_get_in_flight(engine: &shoal::engine::Engine, sid: &str, in_flight: bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while engine.session(sid).is_some_and(|s| s.polling_get_in_flight()) != in_flight {
+        assert!(tokio::time::Instant::now() < deadline, "the GET of {sid} is not {}", if in_flight { "in flight" } else { "released" });
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// A new polling session, and a GET of it left waiting on the server.
-async fn session_with_pending_get(addr: std::net::SocketAddr) -> (String, tokio::task::JoinHandle<HttpResponse>) {
+async fn session_with_pending_get(addr: std::net::SocketAddr, engine: &shoal::engine::Engine) -> (String, tokio::task::JoinHandle<HttpResponse>) {
     let sid = polling_handshake(addr, P).await;
     let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
     let pending = tokio::spawn({
         let url = url.clone();
         async move { get(addr, &url).await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_get_in_flight(engine, &sid, true).await;
     (url, pending)
 }
 
@@ -105,10 +114,13 @@ async fn polling_body_over_max_payload_is_413_and_the_session_lives() {
 
 #[tokio::test]
 async fn a_second_concurrent_get_closes_the_session() {
-    let (addr, _) = serve_echo_engine(config()).await;
-    let (url, first) = session_with_pending_get(addr).await;
+    let (addr, engine) = serve_echo_engine(config()).await;
+    let (url, first) = session_with_pending_get(addr, &engine).await;
+    let asked = tokio::time::Instant::now();
     let second = get(addr, &url).await;
     assert_eq!(second.status, 400);
+    // Refused once the grace for a retried GET (200 ms) ran out, not before.
+    assert!(asked.elapsed() >= Duration::from_millis(200), "refused after {:?}", asked.elapsed());
     let first = first.await.unwrap();
     assert_eq!((first.status, first.text().as_str()), (200, "1"));
     let body: serde_json::Value = serde_json::from_slice(&get(addr, &url).await.body).unwrap();
@@ -180,8 +192,8 @@ async fn websocket_message_over_max_payload_closes_the_session() {
 
 #[tokio::test]
 async fn upgrade_from_polling_releases_the_pending_get_and_keeps_queued_packets() {
-    let (addr, _) = serve_echo_engine(config()).await;
-    let (url, pending) = session_with_pending_get(addr).await;
+    let (addr, engine) = serve_echo_engine(config()).await;
+    let (url, pending) = session_with_pending_get(addr, &engine).await;
     let sid = url.rsplit("sid=").next().unwrap();
     let mut ws = ws_connect(addr, &format!("{P}?EIO=4&transport=websocket&sid={sid}")).await;
     send_text(&mut ws, "2probe").await;
@@ -248,7 +260,7 @@ async fn client_close_packet_ends_the_session() {
         let url = url.clone();
         async move { get(addr, &url).await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_get_in_flight(&engine, &sid, true).await;
     post(addr, &url, b"1").await;
     assert_eq!(pending.await.unwrap().text(), "6");
     assert_eq!(get(addr, &url).await.status, 400);
@@ -258,17 +270,44 @@ async fn client_close_packet_ends_the_session() {
 #[tokio::test]
 async fn a_get_whose_client_went_away_is_released() {
     use tokio::io::AsyncWriteExt;
-    let (addr, _) = serve_echo_engine(config()).await;
+    let (addr, engine) = serve_echo_engine(config()).await;
     let sid = polling_handshake(addr, P).await;
     let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
     // A long-poll whose connection dies (a client, or a forwarding node, that crashed).
     let mut gone = tokio::net::TcpStream::connect(addr).await.unwrap();
     gone.write_all(format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_get_in_flight(&engine, &sid, true).await;
     drop(gone);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_get_in_flight(&engine, &sid, false).await;
     // The next GET is not an overlap: the session lives and gets its packets.
     assert_eq!(post(addr, &url, b"4still here").await.text(), "ok");
     let res = get(addr, &url).await;
     assert_eq!((res.status, res.text().as_str()), (200, "4still here"));
+}
+
+/// A GET retried through another node may reach the owner a moment before the owner saw
+/// the first GET's connection close (its node died): it waits for the first to end and is
+/// served, and the session lives.
+#[tokio::test]
+async fn a_get_that_arrives_just_before_the_previous_one_is_dropped_is_served() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, engine) = serve_echo_engine(config()).await;
+    let sid = polling_handshake(addr, P).await;
+    let url = format!("{P}?EIO=4&transport=polling&sid={sid}");
+    let mut gone = tokio::net::TcpStream::connect(addr).await.unwrap();
+    gone.write_all(format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    until_get_in_flight(&engine, &sid, true).await;
+    // The retry is on its way while the first GET is still in flight...
+    let retry = tokio::spawn({
+        let url = url.clone();
+        async move { get(addr, &url).await }
+    });
+    // ...and the first one's connection closes within the grace.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!retry.is_finished(), "the retried GET was answered while the first was in flight");
+    drop(gone);
+    assert_eq!(post(addr, &url, b"4after the retry").await.text(), "ok");
+    let res = retry.await.unwrap();
+    assert_eq!((res.status, res.text().as_str()), (200, "4after the retry"));
+    assert!(!engine.session(&sid).unwrap().is_closed());
 }

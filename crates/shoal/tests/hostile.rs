@@ -265,6 +265,7 @@ async fn an_oversized_request_head_is_answered_431() {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer)).await.expect("an answer within 5 s");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert!(io.metrics_text().contains("shoal_limit_hits_total{limit=\"max_header_bytes\"} 1\n"), "{}", io.metrics_text());
     // A head just under the limit is served.
     let fine = "a".repeat(12 * 1024);
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -273,4 +274,25 @@ async fn an_oversized_request_head_is_answered_431() {
     let mut answer = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer)).await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 "));
+}
+
+/// A WebSocket message over `max_payload` closes its session with 1009 and is counted;
+/// the session beside it goes on.
+#[tokio::test]
+async fn an_oversized_websocket_message_closes_its_session_and_is_counted() {
+    let io = Server::builder().max_payload(10_000).build();
+    io.on_connection(|socket: Socket| async move {
+        socket.on("echo", |_socket: Socket, ev: Event| async move {
+            ev.ack(ev.args.clone());
+        });
+    });
+    let addr = serve_io(&io).await;
+    let mut good = sio_connect(addr).await;
+    let mut bad = sio_connect(addr).await;
+    bad.send(WsMessage::Text(format!("42[\"echo\",\"{}\"]", "x".repeat(20_000)).into())).await.unwrap();
+    assert!(closed_within(&mut bad, Duration::from_secs(2)).await, "the oversized message did not close its session");
+    let metrics = io.metrics_text();
+    assert!(metrics.contains("shoal_limit_hits_total{limit=\"max_payload\"} 1\n"), "{metrics}");
+    send_text(&mut good, "421[\"echo\",\"still here\"]").await;
+    assert_eq!(next_non_ping(&mut good).await.as_deref(), Some("431[\"still here\"]"));
 }

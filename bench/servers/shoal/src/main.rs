@@ -8,6 +8,11 @@
 //! `--threads` is the number of tokio worker threads (the core-scaling scenario runs 1 and 2).
 //! `--redis` puts the node in a cluster on the Redis adapter (the cross-node fan-out);
 //! `--recovery` turns on connection state recovery for MS milliseconds (the churn scenario).
+//! `--heap-log SECS` prints, every SECS seconds, what the allocator holds: `HEAP <unix
+//! time> in_use=<bytes handed out> free=<bytes kept in the arenas, not in use>
+//! mmap=<bytes in large mapped blocks> sessions=<n>` (glibc's `mallinfo2`, summed over its
+//! arenas). Set beside the process's RSS, it tells a leak (in_use grows) from memory the
+//! allocator keeps (free grows). The soak (`bench/soak.sh`) records it.
 //! Prints `LISTENING <port>` once ready; stops on SIGTERM or Ctrl-C.
 
 use shoal::adapter::redis::{factory, RedisLink, RedisOptions};
@@ -51,6 +56,19 @@ fn main() -> std::io::Result<()> {
             });
         }
         let io = builder.build();
+        let heap_log = flag("--heap-log", 0);
+        if heap_log > 0 {
+            let io = io.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(heap_log as u64));
+                loop {
+                    every.tick().await;
+                    let (in_use, free, mmap) = heap();
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    println!("HEAP {now} in_use={in_use} free={free} mmap={mmap} sessions={}", io.health().sessions);
+                }
+            });
+        }
         io.on_connection(|socket: Socket| async move {
             socket.on("join", |socket: Socket, ev: Event| async move {
                 if let Some(room) = ev.arg(0).as_str() {
@@ -80,4 +98,18 @@ fn main() -> std::io::Result<()> {
         };
         shoal::serve(listener, io.service(), shutdown).await
     })
+}
+
+/// What glibc's allocator holds: (bytes in use, bytes free in its arenas, bytes in mmapped
+/// blocks), summed over every arena.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap() -> (usize, usize, usize) {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let m = unsafe { libc::mallinfo2() };
+    (m.uordblks, m.fordblks, m.hblkhd)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap() -> (usize, usize, usize) {
+    (0, 0, 0)
 }

@@ -225,9 +225,8 @@ impl Config {
     pub fn serve_options(&self, io: &Server) -> shoal::ServeOptions {
         shoal::ServeOptions {
             proxy_protocol: self.proxy_protocol,
-            trusted_proxies: io.trusted_proxies().clone(),
             max_header_bytes: self.max_header_bytes as usize,
-            ..Default::default()
+            ..io.serve_options()
         }
     }
 }

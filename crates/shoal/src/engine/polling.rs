@@ -23,6 +23,9 @@ impl Drop for PollInFlight<'_> {
         let mut st = self.session.state.lock().unwrap();
         if self.get {
             st.get_active = false;
+            drop(st);
+            // A GET may be waiting for this one to end (see `claim_get`).
+            self.session.writable.notify_waiters();
         } else {
             st.post_active = false;
         }
@@ -38,15 +41,10 @@ pub(crate) fn payload_response(engine: &EngineShared, req_headers: &HeaderMap, p
 }
 
 pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, headers: &HeaderMap) -> Response<ResponseBody> {
-    {
-        let mut st = session.state.lock().unwrap();
-        if st.get_active {
-            drop(st);
-            tracing::debug!(sid = %session.sid, "overlapping polling GET");
-            session.close(CloseReason::TransportError);
-            return error_response(engine, headers, ErrorCode::BadRequest, None);
-        }
-        st.get_active = true;
+    if !claim_get(&session).await {
+        tracing::debug!(sid = %session.sid, "overlapping polling GET");
+        session.close(CloseReason::TransportError);
+        return error_response(engine, headers, ErrorCode::BadRequest, None);
     }
     let _in_flight = PollInFlight { session: &session, get: true };
     loop {
@@ -87,6 +85,37 @@ pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, heade
         notified.await;
     }
     release_for_upgrade(engine, &session, headers).await
+}
+
+/// How long a GET waits for the session's previous GET to end before it is taken for
+/// an overlap. A client never overlaps its own GETs, but a GET retried after the node
+/// carrying the first one died (a balancer retrying on another node, which forwards it
+/// here) may arrive a moment before this node has seen the dead node's connection close
+/// and dropped the first GET. Such a GET goes on; a real overlap is refused after this.
+const OVERLAP_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Marks the session's GET as in flight, once the previous one (if any) has ended
+/// within [`OVERLAP_GRACE`]. False for an overlap.
+async fn claim_get(session: &Session) -> bool {
+    let deadline = tokio::time::Instant::now() + OVERLAP_GRACE;
+    loop {
+        let ended = session.writable.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        {
+            let mut st = session.state.lock().unwrap();
+            if !st.get_active {
+                st.get_active = true;
+                return true;
+            }
+            if st.closed.is_some() {
+                return false;
+            }
+        }
+        if tokio::time::timeout_at(deadline, ended).await.is_err() {
+            return false;
+        }
+    }
 }
 
 /// The probe succeeded, so the client will pause polling once this GET completes,

@@ -194,6 +194,11 @@ impl Session {
         self.state.lock().unwrap().transport
     }
 
+    /// True while a polling GET of this session waits on the server for packets.
+    pub fn polling_get_in_flight(&self) -> bool {
+        self.state.lock().unwrap().get_active
+    }
+
     /// True while a WebSocket claimed the upgrade of this polling session and has not
     /// finished it (or given up).
     pub(crate) fn upgrade_in_progress(&self) -> bool {

@@ -412,6 +412,9 @@ async fn run(engine: Arc<EngineShared>, session: Arc<Session>, mut ws: Ws) {
             }
             Err(ReadEnd::Protocol(e)) => {
                 tracing::debug!(sid = %session.sid, error = %e, "WebSocket protocol error, closing");
+                if e == FrameError::TooLarge {
+                    engine.limit_hit(crate::metrics::Limit::MaxPayload);
+                }
                 session.close(CloseReason::TransportError);
                 // 1002 protocol error, 1009 message too big.
                 let status: &[u8] = if e == FrameError::TooLarge { &[0x03, 0xF1] } else { &[0x03, 0xEA] };

@@ -297,6 +297,18 @@ impl Server {
         &self.shared.config.trusted_proxies
     }
 
+    /// The options for [`crate::serve_with`] that fit this server: its trusted proxies
+    /// (whose PROXY protocol headers are believed, when `proxy_protocol` is turned on) and
+    /// its limit counter (so request heads answered 431 show in its metrics). Change the
+    /// other fields as needed: `ServeOptions { proxy_protocol: true, ..io.serve_options() }`.
+    pub fn serve_options(&self) -> crate::ServeOptions {
+        crate::ServeOptions {
+            trusted_proxies: self.shared.config.trusted_proxies.clone(),
+            limit_hits: self.shared.metrics.limit_hits.clone(),
+            ..Default::default()
+        }
+    }
+
     /// This node's view of its cluster: `(node id, internal address)` of every member,
     /// itself included; empty for a node that is not in a cluster.
     pub fn cluster_members(&self) -> Vec<(String, String)> {

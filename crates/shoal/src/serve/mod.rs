@@ -12,6 +12,7 @@ pub(crate) mod proxy_protocol;
 
 use crate::cluster::TrustedProxies;
 use crate::engine::{Conn, PeerAddr};
+use crate::metrics::{Limit, LimitHits};
 use proxy_protocol::read_proxy_header;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -43,11 +44,15 @@ pub struct ServeOptions {
     /// the header is read and ignored: the peer address stays the socket's. Usually
     /// `io.trusted_proxies().clone()`.
     pub trusted_proxies: TrustedProxies,
+    /// Where the listener counts the limits it enforces (request heads answered 431).
+    /// [`crate::Server::serve_options`] sets it to the server's, so they show in its
+    /// metrics; the default counts into nothing that is exposed.
+    pub limit_hits: LimitHits,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { header_read_timeout: Duration::from_secs(10), max_header_bytes: 16 * 1024, max_connections: 100_000, proxy_protocol: false, trusted_proxies: TrustedProxies::default() }
+        ServeOptions { header_read_timeout: Duration::from_secs(10), max_header_bytes: 16 * 1024, max_connections: 100_000, proxy_protocol: false, trusted_proxies: TrustedProxies::default(), limit_hits: LimitHits::default() }
     }
 }
 
@@ -144,7 +149,13 @@ where
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
             if let Err(e) = conn.await {
-                tracing::trace!(%peer, error = %e, "connection ended with an error");
+                if e.is_parse_too_large() {
+                    // hyper answered 431 and closed.
+                    options.limit_hits.hit(Limit::RequestHead);
+                    tracing::debug!(%peer, limit = options.max_header_bytes, "request head too large, answered 431");
+                } else {
+                    tracing::trace!(%peer, error = %e, "connection ended with an error");
+                }
             }
         });
     }

@@ -20,7 +20,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Serves a Socket.IO server on 127.0.0.1:<free port>.
 pub async fn serve_io(io: &Server) -> SocketAddr {
-    serve_io_with(io, ServeOptions::default()).await
+    serve_io_with(io, io.serve_options()).await
 }
 
 pub async fn serve_io_with(io: &Server, options: ServeOptions) -> SocketAddr {
