@@ -69,7 +69,12 @@ function row(dir, file, meta) {
   if (existsSync(metricsFile)) {
     const lines = readFileSync(metricsFile, "utf8").split("\n");
     const sum = (prefix) => lines.filter((l) => l.startsWith(prefix)).reduce((a, l) => a + Number(l.split(" ").pop()), 0);
-    out.proxy = { requests: sum('shoal_gateway_proxy_requests_total{proxy="event"}'), errors: sum("shoal_gateway_proxy_errors_total") };
+    const errors = {};
+    for (const l of lines) {
+      const m = /^shoal_gateway_proxy_errors_total\{proxy="event",error="([a-z_]+)"\} (\d+)/.exec(l);
+      if (m) errors[m[1]] = Number(m[2]);
+    }
+    out.proxy = { requests: sum('shoal_gateway_proxy_requests_total{proxy="event"}'), errors };
   }
   return out;
 }
@@ -120,11 +125,12 @@ function markdown(meta, rows) {
   if (gw.length) {
     out.push("", "## The gateway's requests to the app", "");
     out.push("TCP connections the app accepted against requests it answered (pooled keep-alive: far fewer connections than requests), " +
-      "requests it refused (bad signature or body; must be 0), and shoal's own `shoal_gateway_proxy_*` counters.", "");
+      "requests it refused (bad signature or body; must be 0), and shoal's own `shoal_gateway_proxy_*` counters " +
+      "(`queue_full`: events refused at once with an `app_overloaded` ack because their socket already had `max_queued_events` waiting).", "");
     out.push("| offered/s | app requests | app connections accepted | most open at once | refused | shoal event requests | shoal proxy errors |");
     out.push("|---|---|---|---|---|---|---|");
     for (const r of gw) {
-      out.push(`| ${r.rate} | ${r.app.requests ?? ""} | ${r.app.connections ?? ""} | ${r.app.max_open ?? ""} | ${r.app.refused ?? ""} | ${r.proxy?.requests ?? ""} | ${r.proxy?.errors ?? ""} |`);
+      out.push(`| ${r.rate} | ${r.app.requests ?? ""} | ${r.app.connections ?? ""} | ${r.app.max_open ?? ""} | ${r.app.refused ?? ""} | ${r.proxy?.requests ?? ""} | ${Object.entries(r.proxy?.errors ?? {}).map(([k, v]) => `${k} ${v}`).join(", ") || 0} |`);
     }
   }
   out.push("");

@@ -78,7 +78,11 @@ BIN="$BENCH/target/release"
 
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
-OUT="${OUT:-$BENCH/results/gateway-$([[ $MODE == smoke ]] && echo smoke-)$STAMP}"
+SUFFIX=""; [[ $MODE == smoke ]] && SUFFIX=" --smoke"
+# The report goes to bench/report/ only from a full run with the default output.
+REPORT="$BENCH/report"; [[ -n $OUT || $MODE == smoke ]] && REPORT=""
+OUT="${OUT:-$BENCH/results/gateway-${SUFFIX:+smoke-}$STAMP}"
+REPORT="${REPORT:-$OUT}"
 mkdir -p "$OUT"
 
 PIN_SERVER=() PIN_LOADGEN=() PINNING="none"
@@ -154,9 +158,14 @@ TOML
   esac
 }
 
+# The last started first: shoal stops before its app, so the app's going away is not
+# logged as failed requests.
 stop_servers() {
-  local g
-  for g in "${GROUPS_STARTED[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+  local g i
+  for ((i = ${#GROUPS_STARTED[@]} - 1; i >= 0; i--)); do
+    kill -TERM -- "-${GROUPS_STARTED[$i]}" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 -- "-${GROUPS_STARTED[$i]}" 2>/dev/null || break; sleep 0.1; done
+  done
   for _ in $(seq 1 50); do
     local alive=0
     for g in "${GROUPS_STARTED[@]}"; do kill -0 -- "-$g" 2>/dev/null && alive=1; done
@@ -172,7 +181,7 @@ trap stop_servers EXIT
 cat >"$OUT/meta.json" <<JSON
 {
   "mode": "$MODE",
-  "command": "bash bench/gateway.sh$([[ $MODE == smoke ]] && echo ' --smoke')",
+  "command": "bash bench/gateway.sh$SUFFIX",
   "stamp": "$STAMP",
   "clients": $CLIENTS, "rates": [$RATES], "duration_s": $DURATION, "step_duration_s": $STEP_DURATION,
   "warmup_s": $WARMUP, "p99_limit_ms": $P99_LIMIT,
@@ -225,13 +234,13 @@ done
 log "runs done in $((SECONDS - T0)) s"
 
 if [[ $MODE == smoke ]]; then
-  node "$BENCH/gateway-table.mjs" "$OUT" "$OUT/gateway.md" "$OUT/gateway.json" >/dev/null || FAILED=1
+  node "$BENCH/gateway-table.mjs" "$OUT" "$REPORT/gateway.md" "$REPORT/gateway.json" >/dev/null || FAILED=1
   # The app refused nothing: every request carried a valid signature.
   if grep -q '"refused":[1-9]' "$OUT"/gateway__*.app-stats.json; then log "the app refused requests"; FAILED=1; fi
   if ((FAILED)); then log "smoke: FAILED (results in $OUT)"; exit 1; fi
   log "smoke: ok ($OUT)"
 else
-  node "$BENCH/gateway-table.mjs" "$OUT" "$BENCH/report/gateway.md" "$BENCH/report/gateway.json"
-  log "report: $BENCH/report/gateway.md (raw JSON in $OUT)"
+  node "$BENCH/gateway-table.mjs" "$OUT" "$REPORT/gateway.md" "$REPORT/gateway.json"
+  log "report: $REPORT/gateway.md (raw JSON in $OUT)"
   if ((FAILED)); then log "some runs failed; see $OUT"; exit 1; fi
 fi
