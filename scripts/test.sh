@@ -87,4 +87,9 @@ section "benchmark suite smoke run (bench/run.sh --smoke)"
 # come from the full run (`bash bench/run.sh`), never from here.
 bash bench/run.sh --smoke
 
+section "gateway benchmark smoke run (bench/gateway.sh --smoke)"
+# Echo through the event proxy to a Node app, and a plain Node socket.io server: every ack
+# must come back and the app must refuse no signature; figures come from `bash bench/gateway.sh`.
+bash bench/gateway.sh --smoke
+
 section "all tests passed"

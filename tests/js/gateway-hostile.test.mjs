@@ -17,6 +17,7 @@ import { SHOAL_BIN, startShoal } from "./lib/server.mjs";
 
 const TIMEOUT_MS = 1000;
 const MAX_BODY = 65536;
+const MAX_QUEUED = 4;
 const HUGE_BYTES = 200 * 1024 * 1024;
 
 /** The hostile app: what it does depends on `auth.mode` (connect) or the event name. */
@@ -164,6 +165,68 @@ events = { url = "${url}/event" }
     }
     assert.equal(d('shoal_gateway_proxy_requests_total{proxy="event"}'), 7);
     assert.equal(d('shoal_gateway_proxy_latency_seconds_count{proxy="event"}'), 7);
+  });
+});
+
+describe("gateway: a socket whose queue is full", () => {
+  let app, node, dir, clients;
+
+  before(async () => {
+    app = await hostileApp();
+    dir = mkdtempSync(path.join(os.tmpdir(), "shoal-queue-"));
+    writeFileSync(
+      path.join(dir, "shoal.toml"),
+      `[node]
+log = "error"
+
+[proxy]
+secret = "s"
+timeout = ${TIMEOUT_MS}
+max_queued_events = ${MAX_QUEUED}
+
+[[namespaces]]
+name = "/"
+events = { url = "http://127.0.0.1:${app.port}/event" }
+`,
+    );
+    node = await startShoal({ extraArgs: ["--config", path.join(dir, "shoal.toml")] });
+    clients = new Clients(node.url, { transports: ["websocket"] });
+  });
+
+  after(async () => {
+    clients?.closeAll();
+    await node?.stop();
+    await app?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("events beyond max_queued_events are acked app_overloaded at once and counted as queue_full", async () => {
+    const a = await clients.connect("/");
+    const b = await clients.connect("/");
+    const before = await metrics(node);
+    // The app never answers `slow`: a's task waits on it for the whole timeout.
+    const slow = ackWithin(TIMEOUT_MS * 3, a, "slow");
+    // Until the app has the request in hand, the slow event still sits in the queue.
+    await new Promise((r) => setTimeout(r, 200));
+    const extra = 3;
+    const started = Date.now();
+    const echoes = [];
+    for (let i = 0; i < MAX_QUEUED + extra; i++) echoes.push(ackWithin(TIMEOUT_MS * 3, a, "echo", i));
+    const refused = echoes.slice(MAX_QUEUED);
+    for (const r of refused) {
+      assert.deepEqual(await r, [{ error: "app_overloaded", message: "too many events of this socket wait for the app" }]);
+    }
+    assert.ok(Date.now() - started < TIMEOUT_MS / 2, "the refusals came before the slow event's timeout");
+    assert.deepEqual(await ack(b, "echo", "b"), ["b"], "another socket is not held up");
+    assert.deepEqual(await slow, [{ error: "app_timeout", message: "the app did not answer in time" }]);
+    for (let i = 0; i < MAX_QUEUED; i++) assert.deepEqual(await echoes[i], [i], `queued echo ${i}, in order after the slow one`);
+
+    const after = await metrics(node);
+    const d = (name) => (after[name] ?? 0) - (before[name] ?? 0);
+    assert.equal(d('shoal_gateway_proxy_errors_total{proxy="event",error="queue_full"}'), extra);
+    assert.equal(d('shoal_gateway_proxy_errors_total{proxy="event",error="app_timeout"}'), 1);
+    // The refused events never reached the app: the slow one, the queued echoes and b's echo did.
+    assert.equal(d('shoal_gateway_proxy_requests_total{proxy="event"}'), 1 + MAX_QUEUED + 1);
   });
 });
 

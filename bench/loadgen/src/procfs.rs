@@ -85,8 +85,16 @@ pub fn machine_ticks() -> (u64, u64) {
     (total.saturating_sub(idle), total)
 }
 
+/// The machine's cores: the `cpuN` lines of /proc/stat, which `machine_ticks` sums over.
+/// Not `available_parallelism`, which is 1 when the load generator runs under `taskset -c 1`.
 pub fn cores() -> f64 {
-    std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0)
+    let text = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let n = text.lines().filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)).count();
+    if n > 0 {
+        n as f64
+    } else {
+        std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0)
+    }
 }
 
 /// The machine's busy time between two `machine_ticks`, in % of one core.

@@ -19,6 +19,10 @@ use tokio::sync::mpsc;
 /// Emits one answer may ask for.
 const MAX_EMITS: usize = 64;
 
+/// The `error` label of `shoal_gateway_proxy_errors_total` for an event refused because
+/// its socket's queue was full (the client's ack says `app_overloaded`).
+pub const QUEUE_FULL: &str = "queue_full";
+
 pub struct EventsProxy {
     pub proxy: Proxy,
     /// None: every event.
@@ -67,11 +71,15 @@ pub fn attach(socket: &Socket, events: Option<Arc<EventsProxy>>, disconnect: Opt
     if let Some(events) = &events {
         let enqueue = {
             let tx = tx.clone();
+            let proxy = events.proxy.clone();
             move |socket: Socket, ev: Event| {
                 // try_send runs inline, in the order the socket layer hands events over.
                 match tx.try_send(Job::Event(socket, ev)) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(Job::Event(_, ev))) => {
+                        // Never sent to the app, so not a request; counted so that an
+                        // overloaded app shows in /metrics, not only in clients' acks.
+                        proxy.shared().metrics.proxy_errors.get_or_create(&[("proxy", proxy.kind), ("error", QUEUE_FULL)]).inc();
                         ev.ack(error_value(&AppError::Overloaded, "too many events of this socket wait for the app"));
                     }
                     Err(_) => {}

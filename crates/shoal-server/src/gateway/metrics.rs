@@ -1,7 +1,9 @@
 //! The gateway's metrics, registered with the node's (`Server::register_metrics`), so
 //! they appear in `/metrics` next to the library's:
 //! - `shoal_gateway_proxy_requests_total{proxy}`, `shoal_gateway_proxy_errors_total{proxy,error}`,
-//!   `shoal_gateway_proxy_latency_seconds{proxy}` (connect, event, disconnect);
+//!   `shoal_gateway_proxy_latency_seconds{proxy}` (connect, event, disconnect); `error` is an
+//!   `AppError` code, or `queue_full` for an event refused before any request (its socket's
+//!   queue was full);
 //! - `shoal_gateway_api_requests_total{method,status}`, `shoal_gateway_api_latency_seconds{method}`.
 
 use shoal::prometheus_client::metrics::counter::Counter;
