@@ -14,7 +14,7 @@
 //! Each step is counted in the node's metrics.
 
 use super::client_addr::{self, TrustedProxies, FORWARDED_BY};
-use crate::engine::{Engine, PeerAddr, Query};
+use crate::engine::{Engine, PeerAddr, Query, Relayed};
 use crate::metrics::{FromLabel, NodeMetrics};
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -130,7 +130,9 @@ impl Ingress {
             false => client_addr::resolve(peer, req.headers(), |ip| self.trusted.contains(ip)),
         };
         req.extensions_mut().insert(PeerAddr(client));
-        if !from_peer {
+        if from_peer {
+            req.extensions_mut().insert(Relayed);
+        } else {
             self.metrics.requests_received.inc();
         }
         let node_id = &self.engine.config().node_id;

@@ -22,6 +22,13 @@ pub type ResponseBody = Full<Bytes>;
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// Marks a request that reached the engine through an intermediary that can fail on its
+/// own while the client lives (another node of a cluster forwarding it), as a request
+/// extension. A polling GET that overlaps a relayed GET waits a moment for it to end
+/// (its carrier may have died and the client retried) before it is taken for an overlap.
+#[derive(Clone, Copy, Debug)]
+pub struct Relayed;
+
 /// The error codes of the Engine.IO protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -188,7 +195,7 @@ where
             return error_response(engine, &headers, ErrorCode::BadRequest, None);
         }
         return match *req.method() {
-            Method::GET => polling::get(engine, session, &headers).await,
+            Method::GET => polling::get(engine, session, &headers, req.extensions().get::<Relayed>().is_some()).await,
             Method::POST => polling::post(engine, session, req).await,
             _ => {
                 let mut res = plain_response(StatusCode::INTERNAL_SERVER_ERROR, "");

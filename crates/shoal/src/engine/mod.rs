@@ -15,7 +15,7 @@ pub mod sid;
 mod websocket;
 pub mod ws_frame;
 
-pub use self::http::{is_websocket_upgrade, ErrorCode, PeerAddr, Query, ResponseBody};
+pub use self::http::{is_websocket_upgrade, ErrorCode, PeerAddr, Query, Relayed, ResponseBody};
 pub use conn::Conn;
 pub use config::{AllowRequest, Cors, EngineConfig, Transports};
 pub use session::{CloseReason, HandshakeRequest, Session, SessionClosed, TransportKind};

@@ -40,8 +40,8 @@ pub(crate) fn payload_response(engine: &EngineShared, req_headers: &HeaderMap, p
     res
 }
 
-pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, headers: &HeaderMap) -> Response<ResponseBody> {
-    if !claim_get(&session).await {
+pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, headers: &HeaderMap, relayed: bool) -> Response<ResponseBody> {
+    if !claim_get(&session, relayed).await {
         tracing::debug!(sid = %session.sid, "overlapping polling GET");
         session.close(CloseReason::TransportError);
         return error_response(engine, headers, ErrorCode::BadRequest, None);
@@ -88,16 +88,20 @@ pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, heade
 }
 
 /// How long a GET waits for the session's previous GET to end before it is taken for
-/// an overlap. A client never overlaps its own GETs, but a GET retried after the node
-/// carrying the first one died (a balancer retrying on another node, which forwards it
-/// here) may arrive a moment before this node has seen the dead node's connection close
-/// and dropped the first GET. Such a GET goes on; a real overlap is refused after this.
-const OVERLAP_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+/// an overlap, when that previous GET was relayed by another node. A client never
+/// overlaps its own GETs, but a GET retried after the node carrying the first one died (a
+/// balancer retrying on another node, which forwards it here) may arrive a moment before
+/// this node has seen the dead node's connection close and dropped the first GET. Such a
+/// GET goes on. A GET that overlaps one the client sent here directly is refused at once,
+/// as the reference server does. One second: noticing a closed connection takes a
+/// scheduling round of the connection's task, which a loaded node can delay by hundreds
+/// of milliseconds, and a real overlap only costs a client bug one second.
+const RELAYED_OVERLAP_GRACE: std::time::Duration = std::time::Duration::from_millis(1000);
 
-/// Marks the session's GET as in flight, once the previous one (if any) has ended
-/// within [`OVERLAP_GRACE`]. False for an overlap.
-async fn claim_get(session: &Session) -> bool {
-    let deadline = tokio::time::Instant::now() + OVERLAP_GRACE;
+/// Marks the session's GET as in flight, once the previous one (if any) has ended. False
+/// for an overlap.
+async fn claim_get(session: &Session, relayed: bool) -> bool {
+    let deadline = tokio::time::Instant::now() + RELAYED_OVERLAP_GRACE;
     loop {
         let ended = session.writable.notified();
         tokio::pin!(ended);
@@ -106,9 +110,10 @@ async fn claim_get(session: &Session) -> bool {
             let mut st = session.state.lock().unwrap();
             if !st.get_active {
                 st.get_active = true;
+                st.get_relayed = relayed;
                 return true;
             }
-            if st.closed.is_some() {
+            if st.closed.is_some() || !st.get_relayed {
                 return false;
             }
         }

@@ -99,6 +99,8 @@ pub(crate) struct State {
     pub outbox: VecDeque<OutPacket>,
     pub outbox_bytes: usize,
     pub get_active: bool,
+    /// The GET in flight came through another node (see `Relayed`).
+    pub get_relayed: bool,
     pub post_active: bool,
     pub closed: Option<CloseReason>,
     /// When the client must have answered the last ping (None: no ping outstanding).
@@ -145,6 +147,7 @@ impl Session {
                 outbox: VecDeque::new(),
                 outbox_bytes: 0,
                 get_active: false,
+                get_relayed: false,
                 post_active: false,
                 closed: None,
                 pong_deadline: None,

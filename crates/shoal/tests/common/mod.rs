@@ -44,14 +44,22 @@ impl EngineHandler for Echo {
     fn on_close(&self, _s: &Session, _r: CloseReason) {}
 }
 
+/// A request header by which the tests play a cluster's ingress: a request carrying it
+/// reaches the engine marked [`shoal::engine::Relayed`], as a request forwarded by another
+/// node does.
+pub const RELAYED_BY_TEST: &str = "x-test-relayed";
+
 /// Serves a raw echoing Engine.IO server at `/engine.io/`.
 pub async fn serve_echo_engine(config: EngineConfig) -> (SocketAddr, Engine) {
     let engine = Engine::new(config, Arc::new(Echo));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let e = engine.clone();
-    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let e = e.clone();
+        if req.headers().contains_key(RELAYED_BY_TEST) {
+            req.extensions_mut().insert(shoal::engine::Relayed);
+        }
         async move { Ok::<_, std::convert::Infallible>(e.handle(req).await) }
     });
     let svc = ServiceFn(Arc::new(svc));
