@@ -71,8 +71,11 @@ impl AppShared {
     pub fn new(secret: &str, node: String, max_idle: usize, metrics: GatewayMetrics) -> Arc<AppShared> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        // Idle connections are dropped after 4 s: before the app does (Node's http server
+        // closes idle keep-alive connections after 5 s by default, most others later), so
+        // a request is never written on a connection the app is closing at that moment.
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(4))
             .pool_max_idle_per_host(max_idle)
             .build(connector);
         Arc::new(AppShared { client, secret: secret.as_bytes().to_vec(), node, metrics })
