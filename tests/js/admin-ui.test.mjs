@@ -360,14 +360,29 @@ describe("the official admin UI in Chromium", () => {
 
     await page.goto(`${ui.url}/#/sockets/`, { waitUntil: "load" });
     await page.getByText(user.id).first().waitFor({ timeout: 10_000 });
+    await page.locator(".v-dialog").first().waitFor({ state: "hidden", timeout: 10_000 });
     await page.screenshot({ path: "/tmp/admin-ui-sockets.png" });
 
+    // The socket's page lists its rooms; a room joined from the UI shows once the
+    // server reports it (the UI updates its list from room_joined, not on its own).
     await page.goto(`${ui.url}/#/n/%2F/sockets/${encodeURIComponent(user.id)}`, { waitUntil: "load" });
     await page.getByText("room-browser").first().waitFor({ timeout: 10_000 });
+    await page.getByLabel("Join a room").pressSequentially("room-from-ui");
+    await page.locator("form:has(.select-room) button[type=submit]").click();
+    await page.getByText("room-from-ui").first().waitFor({ timeout: 10_000 });
     await page.screenshot({ path: "/tmp/admin-ui-socket.png" });
 
-    // The session id the server issued keeps the UI logged in across a reload.
+    // The server list shows this node (serverId `<hostname>#<pid>`).
+    await page.goto(`${ui.url}/#/servers/`, { waitUntil: "load" });
+    await page.getByText(`#${server.proc.child.pid}`).first().waitFor({ timeout: 10_000 });
+    await page.screenshot({ path: "/tmp/admin-ui-servers.png" });
+
+    // The session id the server issued logs the UI back in after a reload, no form.
     assert.ok(await page.evaluate(() => localStorage.getItem("session_id")), "the UI saved its session id");
+    await page.goto(`${ui.url}/#/sockets/`, { waitUntil: "load" });
+    await page.reload({ waitUntil: "load" });
+    await page.getByText(user.id).first().waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator(".v-dialog--active").count(), 0, "no login form after the reload");
     assert.deepEqual(errors, [], "no errors on the page");
     user.disconnect();
     await context.close();
