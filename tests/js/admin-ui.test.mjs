@@ -388,3 +388,64 @@ describe("the official admin UI in Chromium", () => {
     await context.close();
   });
 });
+
+/** GET a raw path (no URL normalization) and resolve with the status code. */
+function rawGet(port, rawPath) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, path: rawPath, method: "GET" }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+describe("the admin UI served by the node itself (--admin-ui-static)", () => {
+  let server;
+  let browser;
+  let clients;
+
+  before(async () => {
+    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} not found: apt-get install chromium (scripts/test.sh does)`);
+    server = await startShoal({ extraArgs: adminArgs(["--admin-ui-static", UI_DIST]) });
+    clients = new Clients(server.url);
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30_000 });
+  });
+
+  after(async () => {
+    await browser?.close();
+    clients?.closeAll();
+    await server?.stop();
+  });
+
+  test("only the folder's files are served", async () => {
+    assert.equal(await rawGet(server.port, "/admin-ui/"), 200);
+    assert.equal(await rawGet(server.port, "/admin-ui/favicon.png"), 200);
+    for (const p of ["/admin-ui/../package.json", "/admin-ui/js/../../package.json", "/admin-ui/.hidden", "/admin-ui/nope.js", "/admin-ui//etc/passwd"]) {
+      assert.equal(await rawGet(server.port, p), 404, p);
+    }
+  });
+
+  test("the page at /admin-ui/ logs in to its own node and lists the socket", async () => {
+    const user = await clients.connect("/");
+    assert.equal(await ack1(user, "join", "room-same-origin"), true);
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const errors = [];
+    page.on("pageerror", (err) => errors.push(err.message));
+    await page.goto(`${server.url}/admin-ui/`, { waitUntil: "load", timeout: 10_000 });
+    const dialog = page.locator(".v-dialog--active");
+    await dialog.waitFor({ timeout: 10_000 });
+    await dialog.locator("input").nth(0).fill(server.url);
+    await dialog.getByLabel("Username").fill(USERNAME);
+    await dialog.getByLabel("Password").fill(PASSWORD);
+    await dialog.locator("button[type=submit]").click();
+    await dialog.waitFor({ state: "hidden", timeout: 10_000 });
+    await page.goto(`${server.url}/admin-ui/#/n/%2F/sockets/${encodeURIComponent(user.id)}`, { waitUntil: "load" });
+    await page.getByText("room-same-origin").first().waitFor({ timeout: 10_000 });
+    assert.deepEqual(errors, []);
+    user.disconnect();
+    await context.close();
+  });
+});

@@ -107,6 +107,8 @@ pub struct NodeFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_ui_mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_ui_static: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
 }
 
@@ -483,6 +485,7 @@ impl Config {
             admin_ui_password_hash: self.admin_ui_password_hash.as_ref().map(|_| MASK.to_owned()),
             admin_ui_readonly: Some(self.admin_ui_readonly),
             admin_ui_mode: Some(self.admin_ui_mode.clone()),
+            admin_ui_static: self.admin_ui_static.as_ref().map(|p| p.display().to_string()),
             log: Some(self.log.clone()),
         };
         let mut proxy = self.gateway.proxy.clone();

@@ -177,6 +177,11 @@ pub struct Config {
     #[arg(long, env = "SHOAL_ADMIN_UI_MODE", default_value = "development")]
     pub admin_ui_mode: String,
 
+    /// A folder with the admin UI's static files (the `ui/dist` folder of the
+    /// `@socket.io/admin-ui` npm package), served at /admin-ui/ on --listen.
+    #[arg(long, env = "SHOAL_ADMIN_UI_STATIC")]
+    pub admin_ui_static: Option<std::path::PathBuf>,
+
     /// Log filter, e.g. `info`, `debug`, `shoal=debug,info`.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,

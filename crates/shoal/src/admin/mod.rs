@@ -207,3 +207,30 @@ fn features(options: &AdminOptions) -> Arc<Vec<&'static str>> {
     }
     Arc::new(list)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked() {
+        let basic = |hash: &str| AdminOptions {
+            auth: AdminAuth::Basic { username: "admin".into(), password_hash: hash.into() },
+            ..AdminOptions::default()
+        };
+        assert!(matches!(AdminUi::new(basic("secret")), Err(AdminError::InvalidPasswordHash(_))));
+        assert!(matches!(AdminUi::new(basic("")), Err(AdminError::InvalidPasswordHash(_))));
+        let hash = bcrypt::hash("secret", 4).unwrap();
+        assert!(AdminUi::new(basic(&hash)).is_ok());
+        let other = AdminOptions { namespace: "admin".into(), ..AdminOptions::default() };
+        assert_eq!(AdminUi::new(other).err(), Some(AdminError::InvalidNamespace("admin".into())));
+    }
+
+    #[test]
+    fn features_follow_readonly_and_mode() {
+        let all = features(&AdminOptions::default());
+        assert_eq!(*all, ["EMIT", "JOIN", "LEAVE", "DISCONNECT", "MJOIN", "MLEAVE", "MDISCONNECT", "AGGREGATED_EVENTS", "ALL_EVENTS"]);
+        let quiet = features(&AdminOptions { readonly: true, mode: AdminMode::Production, ..AdminOptions::default() });
+        assert_eq!(*quiet, ["AGGREGATED_EVENTS"]);
+    }
+}
