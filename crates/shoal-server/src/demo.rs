@@ -71,9 +71,10 @@ async fn admin_ui_file(dir: &std::path::Path, rel: &str) -> Response<ServiceBody
     if !plain {
         return not_found();
     }
-    match tokio::fs::read(dir.join(rel)).await {
-        Ok(bytes) => page(content_type, Bytes::from(bytes)),
-        Err(_) => not_found(),
+    let file = dir.join(rel);
+    match tokio::task::spawn_blocking(move || std::fs::read(file)).await {
+        Ok(Ok(bytes)) => page(content_type, Bytes::from(bytes)),
+        _ => not_found(),
     }
 }
 

@@ -97,12 +97,12 @@ impl EngineHandler for Handler {
     }
 
     fn on_close(&self, session: &Session, reason: CloseReason) {
-        if let Some(observer) = self.server.upgrade().as_ref().and_then(|s| s.observer().cloned()) {
-            observer.session_closed(reason);
-        }
-        if reason == CloseReason::SlowClient {
-            if let Some(server) = self.server.upgrade() {
+        if let Some(server) = self.server.upgrade() {
+            if reason == CloseReason::SlowClient {
                 server.config.limits.hits.hit(crate::metrics::Limit::MaxBufferedBytes);
+            }
+            if let Some(observer) = server.observer() {
+                observer.session_closed(reason);
             }
         }
         if let Some(client) = session.handler_state::<Client>() {
