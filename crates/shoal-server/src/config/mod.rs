@@ -280,7 +280,7 @@ impl Config {
         let io = builder.start().await.map_err(|e| e.to_string())?;
         if self.admin_ui {
             let admin = self.admin_ui_options()?;
-            if matches!(self.admin_ui_username, None) {
+            if self.admin_ui_username.is_none() {
                 tracing::warn!("admin UI without a login: anyone who reaches {} may use it", self.admin_ui_namespace);
             }
             admin.attach(&io).map_err(|e| e.to_string())?;

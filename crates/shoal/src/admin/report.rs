@@ -81,9 +81,9 @@ pub(super) fn local_sockets(server: &Server) -> Vec<Value> {
     server.namespaces().iter().flat_map(Namespace::local_sockets).map(|s| serialize(&s)).collect()
 }
 
-/// The sockets of the whole cluster: this node's, then the other nodes' answers. A node
-/// that does not answer in time is left out (logged); the UI hears of its sockets
-/// through the live updates.
+/// The sockets of the whole cluster: this node's, then the other nodes' answers. If a
+/// node does not answer in time (a Node.js server in a mixed cluster, a dying node), the
+/// adapter gives no answers at all: this node's sockets only, and a warning in the log.
 pub(super) async fn all_sockets(server: &Server, admin: &Namespace) -> Vec<Value> {
     let mut sockets = local_sockets(server);
     match admin.server_side_emit_with_ack(SOCKETS_REQUEST, (), SOCKETS_TIMEOUT).await {
