@@ -28,18 +28,60 @@ pub struct Site {
     socket_io: SocketIoService,
     demo: bool,
     api: Option<crate::gateway::Api>,
+    /// The admin UI's static files, served at /admin-ui/ (`--admin-ui-static`).
+    admin_ui_files: Option<std::sync::Arc<std::path::PathBuf>>,
 }
 
 impl Site {
     /// The demo's site.
     pub fn new(io: Server) -> Site {
-        Site { socket_io: io.service(), io, demo: true, api: None }
+        Site { socket_io: io.service(), io, demo: true, api: None, admin_ui_files: None }
     }
 
     /// A gateway's site: no demo page; the publish API if it lives on this listener.
     pub fn gateway(io: Server, api: Option<crate::gateway::Api>) -> Site {
-        Site { socket_io: io.service(), io, demo: false, api }
+        Site { socket_io: io.service(), io, demo: false, api, admin_ui_files: None }
     }
+
+    /// Also serves the admin UI's static files (the `ui/dist` folder of the
+    /// `@socket.io/admin-ui` npm package) from `dir` at `/admin-ui/`.
+    pub fn with_admin_ui_files(mut self, dir: std::path::PathBuf) -> Site {
+        self.admin_ui_files = Some(std::sync::Arc::new(dir));
+        self
+    }
+}
+
+/// The URL prefix of the admin UI's static files.
+const ADMIN_UI_PREFIX: &str = "/admin-ui/";
+
+/// One static file of the admin UI: `rel` is the path under the prefix. Only plain names
+/// (no `..`, no hidden files, no backslashes) inside the folder; 404 otherwise.
+async fn admin_ui_file(dir: &std::path::Path, rel: &str) -> Response<ServiceBody> {
+    let rel = if rel.is_empty() { "index.html" } else { rel };
+    let plain = rel.split('/').all(|part| !part.is_empty() && !part.starts_with('.') && !part.contains('\\') && !part.contains('\0'));
+    let content_type = match rel.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "application/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("map") | Some("json") => "application/json",
+        _ => "application/octet-stream",
+    };
+    if !plain {
+        return not_found();
+    }
+    let file = dir.join(rel);
+    match tokio::task::spawn_blocking(move || std::fs::read(file)).await {
+        Ok(Ok(bytes)) => page(content_type, Bytes::from(bytes)),
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> Response<ServiceBody> {
+    let mut res = page("text/plain; charset=utf-8", Bytes::from_static(b"not found"));
+    *res.status_mut() = http::StatusCode::NOT_FOUND;
+    res
 }
 
 /// The publish API alone, on its own listener (`[api] listen`).
@@ -94,6 +136,12 @@ where
             return Box::pin(async move { Ok(boxed(api.handle(req).await)) });
         }
         let read = matches!(req.method().as_str(), "GET" | "HEAD");
+        if let Some(dir) = self.admin_ui_files.as_ref().filter(|_| read) {
+            if let Some(rel) = req.uri().path().strip_prefix(ADMIN_UI_PREFIX) {
+                let (dir, rel) = (dir.clone(), rel.to_owned());
+                return Box::pin(async move { Ok(admin_ui_file(&dir, &rel).await) });
+            }
+        }
         let res = match (read && self.demo, read, req.uri().path()) {
             (true, _, "/" | "/index.html") => page("text/html; charset=utf-8", Bytes::from_static(INDEX_HTML.as_bytes())),
             (true, _, "/socket.io.min.js") => {

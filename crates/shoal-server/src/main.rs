@@ -92,6 +92,13 @@ async fn run(config: Config) -> Result<(), String> {
         demo::install(&io);
         demo::Site::new(io.clone())
     };
+    let site = match &config.admin_ui_static {
+        Some(dir) => {
+            tracing::info!(dir = %dir.display(), "admin UI files at http://{local}/admin-ui/");
+            site.with_admin_ui_files(dir.clone())
+        }
+        None => site,
+    };
     tracing::info!(
         node = %io.engine().config().node_id,
         path = %io.engine().config().path,

@@ -11,11 +11,14 @@
 //!   address, forwarding to the owner node, membership in Redis), turned on with
 //!   [`ServerBuilder::cluster`].
 //!
+//! [`admin`] serves the official Socket.IO admin UI (`@socket.io/admin-ui`) from a node.
+//!
 //! [`serve`] runs a service on a TCP listener with the limits a public server needs.
 //! The repository's `docs/architecture.md` has the rules between the layers and the path
 //! of a request, a broadcast and a forwarded request, file by file.
 
 pub mod adapter;
+pub mod admin;
 pub mod cluster;
 pub mod engine;
 pub mod io;

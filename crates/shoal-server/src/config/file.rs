@@ -95,6 +95,20 @@ pub struct NodeFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_ui: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_ui_namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_ui_username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_ui_password_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_ui_readonly: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_ui_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_ui_static: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
 }
 
@@ -464,6 +478,14 @@ impl Config {
             proxy_protocol: Some(self.proxy_protocol),
             membership_ttl: Some(self.membership_ttl),
             recovery: Some(self.recovery),
+            admin_ui: Some(self.admin_ui),
+            admin_ui_namespace: Some(self.admin_ui_namespace.clone()),
+            admin_ui_username: self.admin_ui_username.clone(),
+            // A hash, but still what a password guesser would start from.
+            admin_ui_password_hash: self.admin_ui_password_hash.as_ref().map(|_| MASK.to_owned()),
+            admin_ui_readonly: Some(self.admin_ui_readonly),
+            admin_ui_mode: Some(self.admin_ui_mode.clone()),
+            admin_ui_static: self.admin_ui_static.as_ref().map(|p| p.display().to_string()),
             log: Some(self.log.clone()),
         };
         let mut proxy = self.gateway.proxy.clone();

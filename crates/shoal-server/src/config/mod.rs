@@ -150,6 +150,38 @@ pub struct Config {
     #[arg(long, env = "SHOAL_RECOVERY", default_value_t = 0)]
     pub recovery: u64,
 
+    /// Serve the official Socket.IO admin UI's protocol (`@socket.io/admin-ui`) on the
+    /// admin namespace (docs/admin-ui.md). Set --admin-ui-username and
+    /// --admin-ui-password-hash on any node others can reach.
+    #[arg(long, env = "SHOAL_ADMIN_UI", default_value_t = false)]
+    pub admin_ui: bool,
+
+    /// The admin UI's namespace.
+    #[arg(long, env = "SHOAL_ADMIN_UI_NAMESPACE", default_value = "/admin")]
+    pub admin_ui_namespace: String,
+
+    /// The admin UI's username (with --admin-ui-password-hash). Unset: no login.
+    #[arg(long, env = "SHOAL_ADMIN_UI_USERNAME")]
+    pub admin_ui_username: Option<String>,
+
+    /// The bcrypt hash of the admin UI's password, e.g. from
+    /// `htpasswd -nbBC 10 "" PASSWORD | cut -c2-`.
+    #[arg(long, env = "SHOAL_ADMIN_UI_PASSWORD_HASH")]
+    pub admin_ui_password_hash: Option<String>,
+
+    /// The admin UI may look but not act (no emit, join, leave, disconnect).
+    #[arg(long, env = "SHOAL_ADMIN_UI_READONLY", default_value_t = false)]
+    pub admin_ui_readonly: bool,
+
+    /// `development` (every socket and event, live) or `production` (stats only).
+    #[arg(long, env = "SHOAL_ADMIN_UI_MODE", default_value = "development")]
+    pub admin_ui_mode: String,
+
+    /// A folder with the admin UI's static files (the `ui/dist` folder of the
+    /// `@socket.io/admin-ui` npm package), served at /admin-ui/ on --listen.
+    #[arg(long, env = "SHOAL_ADMIN_UI_STATIC")]
+    pub admin_ui_static: Option<std::path::PathBuf>,
+
     /// Log filter, e.g. `info`, `debug`, `shoal=debug,info`.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,
@@ -165,7 +197,34 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         Transports::parse(&self.transports).map_err(|e| format!("transports (--transports): {e}"))?;
         TrustedProxies::parse(&self.trusted_proxies).map_err(|e| format!("trusted_proxies (--trusted-proxies): {e}"))?;
+        if self.admin_ui {
+            self.admin_ui_options()?;
+        }
         Ok(())
+    }
+
+    /// The admin UI's options (`--admin-ui-*`), checked.
+    pub fn admin_ui_options(&self) -> Result<shoal::admin::AdminUi, String> {
+        use shoal::admin::{AdminAuth, AdminMode, AdminOptions, AdminUi};
+        let auth = match (&self.admin_ui_username, &self.admin_ui_password_hash) {
+            (Some(username), Some(hash)) => AdminAuth::Basic { username: username.clone(), password_hash: hash.clone() },
+            (None, None) => AdminAuth::None,
+            _ => return Err("admin UI: set both --admin-ui-username and --admin-ui-password-hash, or neither".to_owned()),
+        };
+        let mode = match self.admin_ui_mode.as_str() {
+            "development" => AdminMode::Development,
+            "production" => AdminMode::Production,
+            other => return Err(format!("admin UI: --admin-ui-mode must be development or production, not {other:?}")),
+        };
+        let options = AdminOptions {
+            namespace: self.admin_ui_namespace.clone(),
+            auth,
+            readonly: self.admin_ui_readonly,
+            server_id: self.node_id.clone(),
+            mode,
+            ..AdminOptions::default()
+        };
+        AdminUi::new(options).map_err(|e| e.to_string())
     }
 
     /// The server these settings describe, started: with `--redis`, joined to its
@@ -218,7 +277,15 @@ impl Config {
             });
             tracing::info!(%url, key = %self.redis_key, "clustering through Redis");
         }
-        builder.start().await.map_err(|e| e.to_string())
+        let io = builder.start().await.map_err(|e| e.to_string())?;
+        if self.admin_ui {
+            let admin = self.admin_ui_options()?;
+            if self.admin_ui_username.is_none() {
+                tracing::warn!("admin UI without a login: anyone who reaches {} may use it", self.admin_ui_namespace);
+            }
+            admin.attach(&io).map_err(|e| e.to_string())?;
+        }
+        Ok(io)
     }
 
     /// The listener's options: limits, and the PROXY protocol from trusted proxies.

@@ -306,6 +306,7 @@ impl ServerBuilder {
             dynamic: RwLock::new(Vec::new()),
             engine: OnceLock::new(),
             connect_deadlines: ConnectDeadlines::default(),
+            observer: Default::default(),
             ingress: OnceLock::new(),
             metrics: metrics.clone(),
         });

@@ -77,6 +77,9 @@ impl EngineHandler for Handler {
         let Some(server) = self.server.upgrade() else { return };
         let client = Arc::new(Client::new(self.server.clone()));
         session.set_handler_state(client.clone());
+        if let Some(observer) = server.observer() {
+            observer.session_opened();
+        }
         ConnectDeadlines::watch(&server, session);
     }
 
@@ -94,9 +97,12 @@ impl EngineHandler for Handler {
     }
 
     fn on_close(&self, session: &Session, reason: CloseReason) {
-        if reason == CloseReason::SlowClient {
-            if let Some(server) = self.server.upgrade() {
+        if let Some(server) = self.server.upgrade() {
+            if reason == CloseReason::SlowClient {
                 server.config.limits.hits.hit(crate::metrics::Limit::MaxBufferedBytes);
+            }
+            if let Some(observer) = server.observer() {
+                observer.session_closed(reason);
             }
         }
         if let Some(client) = session.handler_state::<Client>() {

@@ -33,6 +33,7 @@ mod client;
 mod engine_handler;
 mod handshake;
 mod namespace;
+mod observer;
 mod server;
 mod service;
 mod socket;
@@ -45,6 +46,7 @@ pub use builder::{ServerBuilder, StartError};
 pub use server::{EventRateLimit, Health, OverLimit, Server};
 pub use service::SocketIoService;
 pub(crate) use server::ServerShared;
+pub(crate) use observer::{ObserverSlot, SocketObserver};
 
 use crate::engine::CloseReason;
 use std::future::Future;

@@ -63,6 +63,8 @@ pub(crate) struct NamespaceShared {
     adapter: OnceLock<Arc<dyn Adapter>>,
     ack_ids: AtomicU64,
     recovery: Option<RecoveryOptions>,
+    /// The server's socket observer slot (empty unless an admin UI is attached).
+    observer: super::ObserverSlot,
     pub(super) limits: super::server::SocketLimits,
 }
 
@@ -97,6 +99,7 @@ impl Namespace {
             adapter: OnceLock::new(),
             ack_ids: AtomicU64::new(0),
             recovery: server.config.recovery.clone(),
+            observer: server.observer.clone(),
             limits: server.config.limits.clone(),
         }));
         let view: Arc<dyn LocalNamespace> = ns.0.clone();
@@ -219,6 +222,11 @@ impl Namespace {
         self.0.sockets.read().unwrap().len()
     }
 
+    /// The server's socket observer, if one is attached (one atomic load).
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn super::SocketObserver>> {
+        self.0.observer.get()
+    }
+
     pub(crate) fn next_ack_id(&self) -> u64 {
         self.0.next_ack_id()
     }
@@ -306,6 +314,9 @@ impl Namespace {
         }
         socket.changed();
         tracing::debug!(socket = %id, nsp = %self.name(), sid = %session.sid, recovered, "socket connected");
+        if let Some(observer) = self.observer() {
+            observer.connected(&socket);
+        }
         let handlers: Vec<ConnectionHandler> = self.0.connection_handlers.read().unwrap().clone();
         for h in handlers {
             let s = socket.clone();

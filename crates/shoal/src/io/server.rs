@@ -69,9 +69,16 @@ pub(crate) struct ServerShared {
     /// Set once the node is ready to serve: at `build`, or once `start` joined the cluster.
     pub(super) ingress: OnceLock<Arc<Ingress>>,
     pub(super) metrics: Arc<NodeMetrics>,
+    /// The socket observer (the admin UI), when one is attached.
+    pub(crate) observer: super::ObserverSlot,
 }
 
 impl ServerShared {
+    /// The attached socket observer, if any (one atomic load).
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn super::SocketObserver>> {
+        self.observer.get()
+    }
+
     pub(super) fn config_trusted(&self) -> crate::cluster::TrustedProxies {
         self.config.trusted_proxies.clone()
     }
@@ -121,6 +128,11 @@ pub struct Server {
 impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
+    }
+
+    /// Attaches the socket observer; false if one is already attached (there is one slot).
+    pub(crate) fn set_observer(&self, observer: Arc<dyn super::SocketObserver>) -> bool {
+        self.shared.observer.set(observer).is_ok()
     }
 
     pub fn engine(&self) -> &Engine {

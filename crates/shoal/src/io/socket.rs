@@ -230,6 +230,9 @@ impl Socket {
 
     /// Tells the adapter the recoverable state changed (recovery on, socket connected).
     pub(crate) fn changed(&self) {
+        if let Some(observer) = self.ns().observer() {
+            observer.changed(self);
+        }
         if self.connected() {
             if let Some(snapshot) = self.snapshot() {
                 self.ns().adapter().session_changed(snapshot);
@@ -286,7 +289,11 @@ impl Socket {
     /// Sends an event to this client.
     pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
         check_event_name(event)?;
-        let packet = Packet::event(self.ns().name(), event, args.into_args(), None);
+        let args = args.into_args();
+        if let Some(observer) = self.ns().observer() {
+            observer.event_sent(self, event, &args);
+        }
+        let packet = Packet::event(self.ns().name(), event, args, None);
         if self.ns().recovery().is_some() {
             // As the official server: with recovery on, a direct emit is a broadcast to
             // the socket's own room, so it gets an offset and is logged for replay.
@@ -547,6 +554,9 @@ impl Socket {
         }
         let ack = packet.id.map(|id| Arc::new(AckSender { socket: self.clone(), id, sent: AtomicBool::new(false) }));
         let event = Event { name, args: data.collect(), ack };
+        if let Some(observer) = self.ns().observer() {
+            observer.event_received(self, &event);
+        }
         let any: Vec<EventHandler> = self.0.any_handlers.read().unwrap().clone();
         for h in any {
             let (socket, event) = (self.clone(), event.clone());
@@ -641,6 +651,9 @@ impl Socket {
         self.ns().remove_socket(self.id());
         if let Some(client) = self.0.client.upgrade() {
             client.remove_socket(self.ns().name());
+        }
+        if let Some(observer) = self.ns().observer() {
+            observer.disconnected(self, reason);
         }
         // Dropping the waiters tells every pending emit_with_ack that the socket is gone.
         self.0.acks.lock().unwrap().clear();
