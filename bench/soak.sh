@@ -63,7 +63,7 @@ soak() {
   (
     for _ in $(seq $(((secs + 600) / 10))); do
       kill -0 "$server" 2>/dev/null || break
-      printf '%s %s\n' "$(date +%s)" "$(awk '/^VmRSS/ {print $2}' "/proc/$server/status")"
+      printf '%s %s %s %s\n' "$(date +%s)" $(awk '/^(VmRSS|RssAnon|RssFile):/ {print $2}' "/proc/$server/status")
       sleep 10
     done
   ) >"$OUT/rss.tsv" &

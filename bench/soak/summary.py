@@ -19,7 +19,9 @@ out = sys.argv[1]
 skip = float(sys.argv[sys.argv.index("--skip") + 1]) if "--skip" in sys.argv else 60.0
 r = json.load(open(f"{out}/fanout.json"))
 d, ch, conn = r["delivery"], r.get("churn", {}), r["connect"]
-rows = [tuple(map(int, line.split())) for line in open(f"{out}/rss.tsv") if len(line.split()) == 2]
+# Each row: unix s, VmRSS KiB, and (newer runs) RssAnon and RssFile KiB.
+full = [tuple(map(int, line.split())) for line in open(f"{out}/rss.tsv") if len(line.split()) in (2, 4)]
+rows = [r[:2] for r in full]
 t0 = rows[0][0]
 w = [(t, kib) for t, kib in rows if t - t0 >= skip]
 n = len(w)
@@ -68,6 +70,15 @@ def fit(pts):
 
 
 pts = list(zip(xs, ys))
+# Anonymous memory (the heap, stacks) apart from file pages (the binary's code as it is
+# paged in): only the first can be a leak.
+fw = [r for r in full if len(r) == 4 and r[0] - t0 >= skip]
+if len(fw) >= 3:
+    fx = [(r[0] - t0) / 60 for r in fw]
+    for name, col in (("rss_anon", 2), ("rss_file", 3)):
+        summary[f"{name}_first_mib"] = round(fw[0][col] / 1024, 1)
+        summary[f"{name}_last_mib"] = round(fw[-1][col] / 1024, 1)
+        summary[f"{name}_slope_kib_per_min"] = fit(list(zip(fx, [r[col] for r in fw])))
 
 # The allocator's view over the same window (absent when the server did not log it).
 heap = []
