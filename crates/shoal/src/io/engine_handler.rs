@@ -78,6 +78,9 @@ impl EngineHandler for Handler {
         let client = Arc::new(Client::new(self.server.clone()));
         session.set_handler_state(client.clone());
         ConnectDeadlines::watch(&server, session);
+        if session.protocol() == crate::engine::ProtocolVersion::V3 {
+            client.connect_implicitly(session);
+        }
     }
 
     fn on_message(&self, session: &Arc<Session>, message: Message) {
