@@ -338,6 +338,70 @@ mod tests {
         assert_eq!(decode_binary(Bytes::from_static(&[7, 1])), Err(DecodeError::UnknownType(7)));
     }
 
+    /// The packet as a server would queue it (control packets lose their data).
+    fn to_out(p: &Packet) -> OutPacket {
+        match p {
+            Packet::Open => OutPacket::control(PacketType::Open),
+            Packet::Close => OutPacket::control(PacketType::Close),
+            Packet::Ping(s) => OutPacket::text(PacketType::Ping, s),
+            Packet::Pong(s) => OutPacket::text(PacketType::Pong, s),
+            Packet::Message(s) => OutPacket::text(PacketType::Message, s),
+            Packet::Binary(b) => OutPacket::Binary(b.clone()),
+            Packet::Upgrade => OutPacket::control(PacketType::Upgrade),
+            Packet::Noop => OutPacket::control(PacketType::Noop),
+        }
+    }
+
+    #[test]
+    fn arbitrary_bodies_never_panic_and_what_decodes_round_trips() {
+        // A small deterministic generator over the bytes that matter to the framing.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let pieces = ["0", "4", "6", "2", "b4", "AQ==", "é", "😀", "x", ":", "\u{0}"];
+        let mut decoded = (0, 0);
+        for _ in 0..30_000 {
+            // Records with mostly right lengths, sometimes wrong, and sometimes a random byte.
+            let (mut text, mut binary) = (Vec::new(), Vec::new());
+            for _ in 0..(next() % 4) {
+                let data: String = (0..(next() % 4)).map(|_| pieces[next() as usize % pieces.len()]).collect();
+                let skew = [0i64, 0, 0, 1, -1][next() as usize % 5];
+                let units = (data.encode_utf16().count() as i64 + skew).max(0);
+                text.extend(format!("{units}:{data}").bytes());
+                let bytes = (data.len() as i64 + skew).max(0);
+                binary.push([0u8, 1, 0, 1, 2][next() as usize % 5]);
+                binary.extend(bytes.to_string().bytes().map(|d| d - b'0'));
+                binary.push(0xFF);
+                binary.extend(data.bytes());
+            }
+            if next() % 8 == 0 && !text.is_empty() {
+                let at = next() as usize % text.len();
+                text[at] = next() as u8;
+                let at = next() as usize % binary.len();
+                binary[at] = next() as u8;
+            }
+            let body = binary;
+            if let Ok(packets) = decode_binary_payload(&body) {
+                decoded.0 += 1;
+                let out: Vec<OutPacket> = packets.iter().map(to_out).collect();
+                assert_eq!(decode_binary_payload(&encode_binary_payload(&out)).unwrap(), packets, "{body:?}");
+            }
+            if let Ok(text) = std::str::from_utf8(&text) {
+                if let Ok(packets) = decode_text_payload(text) {
+                    decoded.1 += 1;
+                    let out: Vec<OutPacket> = packets.iter().map(to_out).collect();
+                    let again = encode_text_payload(&out);
+                    assert_eq!(decode_text_payload(std::str::from_utf8(&again).unwrap()).unwrap(), packets, "{text:?}");
+                }
+            }
+        }
+        assert!(decoded.0 > 100 && decoded.1 > 100, "too few valid bodies generated: {decoded:?}");
+    }
+
     #[test]
     fn utf16_length_of_utf8() {
         assert_eq!(utf16_len(b"abc"), 3);
