@@ -9,6 +9,8 @@ import { createRequire } from "node:module";
 import { after, afterEach, before, describe, test } from "node:test";
 import ioV2 from "socket.io-client-v2";
 import { startTestapp, sleep } from "./lib/server.mjs";
+import { requestChannel, startRedis } from "./lib/redis.mjs";
+import { waitMesh, withClients } from "./lib/cluster.mjs";
 import { Clients, ack1 as ack1V4, normalize, waitConnect as waitConnectV4, waitEvent } from "./lib/client.mjs";
 
 // The engine.io-parser 2.x (protocol 3) that socket.io-client 2.5.0 itself uses.
@@ -304,6 +306,49 @@ describe("socket.io-client 2.x with --allow-eio3", () => {
     assert.ok(data.includes('61-4[{"_placeholder":true,"num":0}]'), JSON.stringify(data));
     assert.deepEqual(packets.at(-1), { type: "message", data: Buffer.from([1, 2, 3]) });
   });
+});
+
+describe("a cluster of two nodes with --allow-eio3 (Redis adapter)", () => {
+  let redis;
+  let nodes = [];
+  before(async () => {
+    redis = await startRedis();
+    nodes = await Promise.all(
+      ["n1", "n2"].map((nodeId) => startTestapp({ redis: redis.url, nodeId, extraArgs: ["--allow-eio3"] })),
+    );
+    await redis.waitSubscribers(requestChannel("/"), 2);
+    nodes = nodes.map((node, i) => withClients(node, ["n1", "n2"][i]));
+    await waitMesh(nodes);
+  });
+  after(async () => {
+    for (const node of nodes) node.closeClients?.();
+    await Promise.all(nodes.map((node) => node.stop()));
+    await redis?.stop();
+  });
+
+  for (const { name, opts } of TRANSPORTS_V2) {
+    test(`a broadcast from a 4.x client on n2 reaches a 2.x client (${name}) on n1, binary included`, async () => {
+      const clients = new ClientsV2(nodes[0].url, opts);
+      const clientsV4 = new Clients(nodes[1].url);
+      try {
+        const v2 = await clients.connect("/");
+        const v4 = await clientsV4.connect("/");
+        const room = `cross-${name}`;
+        await ack1(v2, "join", room);
+        await ack1V4(v4, "join", room);
+        const gotV2 = waitEvent(v2, "news", "the 2.x client on n1 gets it");
+        const args = ["from n2", Buffer.from([4, 5, 6]), { nested: Buffer.from("é") }];
+        await ack1V4(v4, "broadcast", { to: room, event: "news", args });
+        assert.deepEqual(normalize(await gotV2), args);
+        // fetchSockets across the cluster lists the 2.x socket under its id.
+        const sockets = await ack1V4(v4, "fetch-sockets", { to: room });
+        assert.deepEqual(sockets.map((s) => s.id).sort(), [v2.id, v4.id].sort());
+      } finally {
+        clients.closeAll();
+        clientsV4.closeAll();
+      }
+    });
+  }
 });
 
 describe("the v3 heartbeat: the client pings, the server times out a silent one", () => {
