@@ -34,6 +34,8 @@ const LENGTH_END: u8 = 0xFF;
 /// record of a payload). Base64 binary is `b<type digit><base64>`.
 pub fn decode_text(text: &str) -> Result<Packet, DecodeError> {
     match text.as_bytes() {
+        // The type must be a digit (ASCII, so the base64 starts on a character boundary).
+        [b'b', kind, ..] if !kind.is_ascii_digit() => Err(DecodeError::UnknownType(*kind)),
         [b'b', kind, ..] => {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(&text[2..])
@@ -287,6 +289,8 @@ mod tests {
         assert_eq!(decode_text("b4AQIDBA==").unwrap(), Packet::Binary(Bytes::from_static(&[1, 2, 3, 4])));
         assert_eq!(decode_text("4hi").unwrap(), Packet::Message("hi".into()));
         assert!(decode_text("b").is_err());
+        assert_eq!(decode_text("béA=="), Err(DecodeError::UnknownType(0xC3)));
+        assert_eq!(decode_text("b9AA=="), Err(DecodeError::UnknownType(b'9')));
     }
 
     #[test]
@@ -362,7 +366,7 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let pieces = ["0", "4", "6", "2", "b4", "AQ==", "é", "😀", "x", ":", "\u{0}"];
+        let pieces = ["0", "4", "6", "2", "b4", "b", "AQ==", "é", "😀", "x", ":", "\u{0}"];
         let mut decoded = (0, 0);
         for _ in 0..30_000 {
             // Records with mostly right lengths, sometimes wrong, and sometimes a random byte.
