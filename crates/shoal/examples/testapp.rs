@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! testapp --port 0 [--transports polling,websocket] [--max-payload N]
-//!         [--ping-interval MS] [--ping-timeout MS] [--connect-timeout MS]
+//!         [--ping-interval MS] [--ping-timeout MS] [--connect-timeout MS] [--allow-eio3]
 //! ```
 //! Prints `LISTENING <port>` once ready; stops on SIGTERM or Ctrl-C.
 
@@ -60,6 +60,9 @@ struct Args {
     max_rooms_per_socket: Option<usize>,
     #[arg(long)]
     max_namespaces_per_session: Option<usize>,
+    /// Accept Engine.IO protocol 3 clients (socket.io-client 2.x).
+    #[arg(long)]
+    allow_eio3: bool,
 }
 
 /// Disconnections seen by the server, in order: `{id, nsp, reason}`.
@@ -419,6 +422,7 @@ async fn main() -> std::io::Result<()> {
     }
     let io = builder
         .limit_loopback(args.limit_loopback)
+        .allow_eio3(args.allow_eio3)
         .event_rate_limit(rate)
         .transports(transports)
         .max_payload(args.max_payload)

@@ -67,6 +67,8 @@ pub struct NodeFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_loopback: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_eio3: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub events_per_second: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_burst: Option<u64>,
@@ -464,6 +466,7 @@ impl Config {
             max_sessions_per_address: Some(self.max_sessions_per_address as u64),
             handshakes_per_address_per_second: Some(self.handshakes_per_address_per_second as u64),
             limit_loopback: Some(self.limit_loopback),
+            allow_eio3: Some(self.allow_eio3),
             events_per_second: Some(self.events_per_second as u64),
             event_burst: Some(self.event_burst as u64),
             disconnect_over_event_rate: Some(self.disconnect_over_event_rate),
@@ -588,6 +591,16 @@ node_id = "from-file"
         assert!(c.proxy_protocol);
         assert_eq!(c.node_id.as_deref(), Some("from-file"));
         assert_eq!(c.max_payload, 1_000_000, "a default where neither sets it");
+    }
+
+    #[test]
+    fn allow_eio3_is_off_unless_the_file_or_the_flag_sets_it() {
+        assert!(!Config::load(["shoal"]).unwrap().allow_eio3);
+        assert!(Config::load(["shoal", "--allow-eio3"]).unwrap().allow_eio3);
+        let path = write_temp("eio3", "[node]\nallow_eio3 = true\n");
+        let c = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str()]).unwrap();
+        assert!(c.allow_eio3);
+        assert!(c.to_toml().contains("allow_eio3 = true"));
     }
 
     #[test]

@@ -84,6 +84,11 @@ pub struct Config {
     #[arg(long, env = "SHOAL_LIMIT_LOOPBACK", default_value_t = false)]
     pub limit_loopback: bool,
 
+    /// Accept Engine.IO protocol 3 clients (socket.io-client 1.x and 2.x, `EIO=3`) too,
+    /// as the reference server's `allowEIO3` (docs/compatibility.md).
+    #[arg(long, env = "SHOAL_ALLOW_EIO3", default_value_t = false)]
+    pub allow_eio3: bool,
+
     /// Inbound events per socket per second (token bucket refill; 0 = no limit).
     #[arg(long, env = "SHOAL_EVENTS_PER_SECOND", default_value_t = 100)]
     pub events_per_second: u32,
@@ -245,6 +250,7 @@ impl Config {
             .max_sessions_per_address(self.max_sessions_per_address)
             .handshakes_per_address_per_second(self.handshakes_per_address_per_second)
             .limit_loopback(self.limit_loopback)
+            .allow_eio3(self.allow_eio3)
             .event_rate_limit(shoal::io::EventRateLimit {
                 per_second: self.events_per_second,
                 burst: self.event_burst,

@@ -82,6 +82,10 @@ pub struct EngineConfig {
     /// proxies would otherwise make every client one address, and local load
     /// generators and health checks are not abuse).
     pub limit_loopback: bool,
+    /// Whether Engine.IO protocol 3 clients (socket.io-client 1.x and 2.x, `EIO=3`) may
+    /// open sessions (default false: they get 400 "Unsupported protocol version"), as
+    /// the reference server's `allowEIO3`. docs/compatibility.md says what differs.
+    pub allow_eio3: bool,
 }
 
 impl Default for EngineConfig {
@@ -103,6 +107,7 @@ impl Default for EngineConfig {
             max_sessions_per_address: 1_000,
             handshakes_per_address_per_second: 100,
             limit_loopback: false,
+            allow_eio3: false,
         }
     }
 }
@@ -117,6 +122,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("transports", &self.transports)
             .field("cors", &self.cors)
             .field("node_id", &self.node_id)
+            .field("allow_eio3", &self.allow_eio3)
             .finish_non_exhaustive()
     }
 }

@@ -1,8 +1,9 @@
-//! Routing of one HTTP request to the engine: query checks, the error answers of the
+//! Routing of one HTTP request to the engine: query checks (the protocol revision
+//! among them: 4, or 3 with `allow_eio3`), the error answers of the
 //! protocol, CORS, and the handshake. Polling GET/POST go to `polling.rs`, upgrades to
 //! `websocket.rs`.
 
-use super::session::{HandshakeRequest, Session, TransportKind};
+use super::session::{HandshakeRequest, ProtocolVersion, Session, TransportKind};
 use super::limits::Refusal;
 use super::{polling, websocket, EngineShared};
 use crate::metrics::Limit;
@@ -219,9 +220,11 @@ where
         }
         req = Request::from_parts(parts, body);
     }
-    if q.eio.as_deref() != Some("4") {
-        return error_response(engine, &headers, ErrorCode::UnsupportedProtocolVersion, None);
-    }
+    let protocol = match q.eio.as_deref() {
+        Some("4") => ProtocolVersion::V4,
+        Some("3") if engine.config.allow_eio3 => ProtocolVersion::V3,
+        _ => return error_response(engine, &headers, ErrorCode::UnsupportedProtocolVersion, None),
+    };
     if engine.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
         return error_response(engine, &headers, ErrorCode::Forbidden, Some("Server is shutting down"));
     }
@@ -251,10 +254,15 @@ where
             }
         }
     }
-    handshake(engine, transport, req)
+    handshake(engine, transport, protocol, req)
 }
 
-fn handshake<B>(engine: &Arc<EngineShared>, transport: TransportKind, req: Request<B>) -> Response<ResponseBody>
+/// True if a handshake's query asks for binary data as base64 (`b64=1`, protocol 3).
+fn asks_base64(uri: &http::Uri) -> bool {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).any(|(k, v)| k == "b64" && !v.is_empty())
+}
+
+fn handshake<B>(engine: &Arc<EngineShared>, transport: TransportKind, protocol: ProtocolVersion, req: Request<B>) -> Response<ResponseBody>
 where
     B: http_body::Body + Send + 'static,
 {
@@ -272,20 +280,25 @@ where
         secure,
     };
     let sid = super::sid::new_sid(&engine.config.node_id);
-    let session = Arc::new(Session::new(sid, transport, info, Arc::downgrade(engine)));
+    let base64 = protocol == ProtocolVersion::V3 && asks_base64(&info.uri);
+    let session = Arc::new(Session::new(sid, transport, info, Arc::downgrade(engine), protocol, base64));
     let upgrades = if transport == TransportKind::Polling && engine.config.transports.websocket {
         "[\"websocket\"]"
     } else {
         "[]"
     };
-    let open = format!(
-        "{{\"sid\":\"{}\",\"upgrades\":{},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
+    let mut open = format!(
+        "{{\"sid\":\"{}\",\"upgrades\":{},\"pingInterval\":{},\"pingTimeout\":{}",
         session.sid,
         upgrades,
         engine.config.ping_interval.as_millis(),
         engine.config.ping_timeout.as_millis(),
-        engine.config.max_payload
     );
+    // Protocol 3 has no maxPayload in its handshake.
+    if protocol == ProtocolVersion::V4 {
+        open.push_str(&format!(",\"maxPayload\":{}", engine.config.max_payload));
+    }
+    open.push('}');
     tracing::debug!(sid = %session.sid, ?transport, peer = %address, "handshake");
     match transport {
         TransportKind::Polling => {
@@ -295,7 +308,7 @@ where
             let mut packets = vec![OutPacket::text(PacketType::Open, &open)];
             packets.extend(session.drain());
             let headers = session.handshake.headers.clone();
-            polling::payload_response(engine, &headers, &packets)
+            polling::payload_response(engine, &session, &headers, &packets)
         }
         TransportKind::WebSocket => {
             let _ = session.send(OutPacket::text(PacketType::Open, &open));

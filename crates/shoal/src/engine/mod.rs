@@ -1,4 +1,4 @@
-//! The Engine.IO server (protocol 4): handshake, the session table, HTTP long-polling,
+//! The Engine.IO server (protocol 4, and protocol 3 with `allow_eio3`): handshake, the session table, HTTP long-polling,
 //! WebSocket, the upgrade from one to the other, heartbeats, limits and CORS.
 //!
 //! It hands complete messages (text or binary) to an [`EngineHandler`] and knows nothing
@@ -7,6 +7,7 @@
 
 pub mod config;
 mod conn;
+mod eio3;
 mod http;
 mod limits;
 mod polling;
@@ -18,9 +19,9 @@ pub mod ws_frame;
 pub use self::http::{is_websocket_upgrade, ErrorCode, PeerAddr, Query, Relayed, ResponseBody};
 pub use conn::Conn;
 pub use config::{AllowRequest, Cors, EngineConfig, Transports};
-pub use session::{CloseReason, HandshakeRequest, Session, SessionClosed, TransportKind};
+pub use session::{CloseReason, HandshakeRequest, ProtocolVersion, Session, SessionClosed, TransportKind};
 
-use crate::protocol::engine_packet::Packet;
+use crate::protocol::engine_packet::{OutPacket, Packet, PacketType};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,6 +82,15 @@ impl EngineShared {
         match packet {
             Packet::Message(text) => self.handler.on_message(session, Message::Text(text)),
             Packet::Binary(bytes) => self.handler.on_message(session, Message::Binary(bytes)),
+            // In protocol 3 only the client pings, and the server answers.
+            Packet::Ping(_) if session.protocol() == ProtocolVersion::V3 => {
+                session.on_client_ping();
+                let _ = session.send(OutPacket::control(PacketType::Pong));
+            }
+            Packet::Pong(_) if session.protocol() == ProtocolVersion::V3 => {
+                tracing::debug!(sid = %session.sid, "pong from a protocol 3 client: invalid heartbeat direction");
+                session.close(CloseReason::TransportError);
+            }
             Packet::Pong(_) => session.on_pong(),
             // In protocol 4 only the server pings.
             Packet::Ping(_) => {

@@ -1,11 +1,13 @@
-//! HTTP long-polling: a GET waits for queued packets and returns them joined by `\x1e`;
+//! HTTP long-polling: a GET waits for queued packets and returns them joined by `\x1e`
+//! (protocol 3: length-prefixed, or as a binary payload);
 //! a POST carries the client's packets and is answered `ok`. One GET and one POST at a
 //! time per session: a second concurrent one is a protocol violation that closes it.
 
 use super::http::{add_cors, error_response, ErrorCode, ResponseBody};
-use super::session::{CloseReason, Session, TransportKind};
+use super::session::{CloseReason, ProtocolVersion, Session, TransportKind};
 use super::EngineShared;
 use crate::protocol::engine_packet::{decode_payload, encode_payload, OutPacket, PacketType};
+use crate::protocol::engine_packet_v3;
 use bytes::{Buf, BufMut, Bytes};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -32,9 +34,14 @@ impl Drop for PollInFlight<'_> {
     }
 }
 
-pub(crate) fn payload_response(engine: &EngineShared, req_headers: &HeaderMap, packets: &[OutPacket]) -> Response<ResponseBody> {
-    let mut res = Response::new(Full::new(encode_payload(packets)));
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=UTF-8"));
+pub(crate) fn payload_response(engine: &EngineShared, session: &Session, req_headers: &HeaderMap, packets: &[OutPacket]) -> Response<ResponseBody> {
+    let (body, binary) = match session.protocol() {
+        ProtocolVersion::V4 => (encode_payload(packets), false),
+        ProtocolVersion::V3 => engine_packet_v3::encode_payload(packets, session.polling_base64()),
+    };
+    let content_type = if binary { "application/octet-stream" } else { "text/plain; charset=UTF-8" };
+    let mut res = Response::new(Full::new(body));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     add_cors(engine, req_headers, res.headers_mut());
     res
@@ -69,17 +76,17 @@ pub(crate) async fn get(engine: &Arc<EngineShared>, session: Arc<Session>, heade
                 if !st.outbox.is_empty() {
                     let packets = st.take_outbox();
                     drop(st);
-                    return payload_response(engine, headers, &packets);
+                    return payload_response(engine, &session, headers, &packets);
                 }
                 drop(st);
                 let last = if reason == CloseReason::TransportClose { PacketType::Noop } else { PacketType::Close };
                 engine.remove(&session.sid);
-                return payload_response(engine, headers, &[OutPacket::control(last)]);
+                return payload_response(engine, &session, headers, &[OutPacket::control(last)]);
             }
             if !st.outbox.is_empty() {
                 let packets = st.take_outbox();
                 drop(st);
-                return payload_response(engine, headers, &packets);
+                return payload_response(engine, &session, headers, &packets);
             }
         }
         notified.await;
@@ -135,7 +142,7 @@ async fn release_for_upgrade(engine: &Arc<EngineShared>, session: &Session, head
             return error_response(engine, headers, ErrorCode::BadRequest, None);
         }
     }
-    payload_response(engine, headers, &[OutPacket::control(PacketType::Noop)])
+    payload_response(engine, session, headers, &[OutPacket::control(PacketType::Noop)])
 }
 
 pub(crate) async fn post<B>(engine: &Arc<EngineShared>, session: Arc<Session>, req: Request<B>) -> Response<ResponseBody>
@@ -160,6 +167,7 @@ where
         st.post_active = true;
     }
     let _in_flight = PollInFlight { session: &session, get: false };
+    let binary_body = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
     let max = engine.config.max_payload;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -188,7 +196,12 @@ where
             return error_response(engine, &headers, ErrorCode::BadRequest, None);
         }
     };
-    let packets = match decode_payload(&body) {
+    let packets = match session.protocol() {
+        ProtocolVersion::V4 => decode_payload(&body),
+        // Protocol 3: a client that takes binary may send a binary payload.
+        ProtocolVersion::V3 => engine_packet_v3::decode_payload(&body, binary_body),
+    };
+    let packets = match packets {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(sid = %session.sid, error = %e, "bad polling payload");

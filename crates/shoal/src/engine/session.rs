@@ -60,6 +60,17 @@ pub enum TransportKind {
     WebSocket,
 }
 
+/// The Engine.IO protocol revision a session speaks: the `EIO` of its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolVersion {
+    /// Revision 3: socket.io-client 1.x and 2.x, accepted with `allow_eio3`. The client
+    /// pings and the server answers; polling payloads are length-prefixed; binary
+    /// WebSocket frames carry a type byte (`protocol::engine_packet_v3`).
+    V3,
+    /// Revision 4: socket.io-client 3.x and later.
+    V4,
+}
+
 /// What the client sent when it opened the session.
 #[derive(Debug)]
 pub struct HandshakeRequest {
@@ -104,6 +115,7 @@ pub(crate) struct State {
     pub post_active: bool,
     pub closed: Option<CloseReason>,
     /// When the client must have answered the last ping (None: no ping outstanding).
+    /// Protocol 3: when the client's next ping must have come (always set).
     pub pong_deadline: Option<tokio::time::Instant>,
     /// When the next ping is due (while no ping is outstanding).
     pub next_ping: tokio::time::Instant,
@@ -112,6 +124,10 @@ pub(crate) struct State {
 pub struct Session {
     pub sid: Arc<str>,
     pub handshake: HandshakeRequest,
+    /// The protocol revision of the client.
+    protocol: ProtocolVersion,
+    /// Protocol 3: the client asked for binary data as base64 on polling (`b64=1`).
+    polling_base64: bool,
     pub(crate) state: Mutex<State>,
     /// Wakes whoever writes to the client: a pending polling GET or the WebSocket task.
     pub(crate) writable: Notify,
@@ -136,10 +152,19 @@ impl Session {
         transport: TransportKind,
         handshake: HandshakeRequest,
         engine: Weak<EngineShared>,
+        protocol: ProtocolVersion,
+        polling_base64: bool,
     ) -> Session {
+        let (interval, timeout) = engine.upgrade().map(|e| (e.config.ping_interval, e.config.ping_timeout)).unwrap_or_default();
+        let now = tokio::time::Instant::now();
+        // Protocol 3: the server only waits for the client's pings, the first within an
+        // interval and a timeout of the handshake, as the reference server does.
+        let pong_deadline = (protocol == ProtocolVersion::V3).then(|| now + interval + timeout);
         Session {
             sid: sid.into(),
             handshake,
+            protocol,
+            polling_base64,
             state: Mutex::new(State {
                 transport,
                 upgrade_claimed: false,
@@ -150,8 +175,8 @@ impl Session {
                 get_relayed: false,
                 post_active: false,
                 closed: None,
-                pong_deadline: None,
-                next_ping: tokio::time::Instant::now() + engine.upgrade().map(|e| e.config.ping_interval).unwrap_or_default(),
+                pong_deadline,
+                next_ping: now + interval,
             }),
             writable: Notify::new(),
             closed_notify: Notify::new(),
@@ -280,6 +305,27 @@ impl Session {
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// The protocol revision of the client (3 only with `allow_eio3`).
+    pub fn protocol(&self) -> ProtocolVersion {
+        self.protocol
+    }
+
+    /// Protocol 3: the client asked for binary data as base64 on polling.
+    pub(crate) fn polling_base64(&self) -> bool {
+        self.polling_base64
+    }
+
+    /// Protocol 3: a ping from the client. Its next one must come within an interval
+    /// and a timeout from now.
+    pub(crate) fn on_client_ping(&self) {
+        let Some(engine) = self.engine.upgrade() else { return };
+        let wait = engine.config.ping_interval + engine.config.ping_timeout;
+        let mut st = self.state.lock().unwrap();
+        if st.closed.is_none() {
+            st.pong_deadline = Some(tokio::time::Instant::now() + wait);
         }
     }
 

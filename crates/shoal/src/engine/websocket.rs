@@ -355,7 +355,7 @@ async fn run(engine: Arc<EngineShared>, session: Arc<Session>, mut ws: Ws) {
         tokio::pin!(notified);
         notified.as_mut().enable();
         // Everything queued (also by the polling side before the upgrade) leaves at once.
-        let packets = session.drain();
+        let packets = super::eio3::frames(&session, session.drain());
         if !packets.is_empty() {
             match tokio::time::timeout(write_timeout, ws.write_packets(packets)).await {
                 Ok(Ok(())) => {}
@@ -385,14 +385,20 @@ async fn run(engine: Arc<EngineShared>, session: Arc<Session>, mut ws: Ws) {
             }
         };
         match incoming {
-            Ok(Incoming::Text(text)) => match decode_text(&text) {
+            Ok(Incoming::Text(text)) => match super::eio3::decode_text(&session, &text) {
                 Ok(packet) => engine.on_packet(&session, packet),
                 Err(e) => {
                     tracing::debug!(sid = %session.sid, error = %e, "bad WebSocket packet");
                     session.close(CloseReason::ParseError);
                 }
             },
-            Ok(Incoming::Binary(bytes)) => engine.on_packet(&session, Packet::Binary(Bytes::from(bytes))),
+            Ok(Incoming::Binary(bytes)) => match super::eio3::decode_binary(&session, Bytes::from(bytes)) {
+                Ok(packet) => engine.on_packet(&session, packet),
+                Err(e) => {
+                    tracing::debug!(sid = %session.sid, error = %e, "bad WebSocket binary packet");
+                    session.close(CloseReason::ParseError);
+                }
+            },
             Ok(Incoming::Ping(payload)) => {
                 let pong = [(Opcode::Pong, Bytes::from(payload))];
                 if tokio::time::timeout(write_timeout, ws.write_frames(&pong)).await.map_or(true, |r| r.is_err()) {

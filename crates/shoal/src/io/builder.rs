@@ -151,6 +151,14 @@ impl ServerBuilder {
         self.engine.limit_loopback = on;
         self
     }
+    /// Accepts Engine.IO protocol 3 clients (socket.io-client 1.x and 2.x, `EIO=3`) too,
+    /// as the reference server's `allowEIO3` (default false: they get 400 "Unsupported
+    /// protocol version"). They join `/` on connecting, as they expect; what else differs
+    /// is in docs/compatibility.md.
+    pub fn allow_eio3(mut self, on: bool) -> Self {
+        self.engine.allow_eio3 = on;
+        self
+    }
     /// Inbound events per socket (default 100 per second, bursts of 500, dropped over
     /// it). Acks from the client are not counted.
     pub fn event_rate_limit(mut self, limit: EventRateLimit) -> Self {

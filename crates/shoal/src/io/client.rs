@@ -1,11 +1,13 @@
 //! The Socket.IO side of one Engine.IO session: decodes its messages into packets
 //! (re-assembling binary attachments), routes them to the session's sockets, one per
 //! namespace, and enforces the protocol: anything out of order closes the session.
+//! A protocol 3 session (socket.io-client 2.x, Socket.IO protocol 4) is in `/` from
+//! the start, and names a namespace's auth as a query in its CONNECT.
 
 use super::namespace::Namespace;
 use super::socket::Socket;
 use super::{run_handler, DisconnectReason, ServerShared};
-use crate::engine::{CloseReason, Message, Session};
+use crate::engine::{CloseReason, Message, ProtocolVersion, Session};
 use crate::protocol::socket_packet::{decode, Decoded, Packet, PacketKind, PartialPacket};
 use crate::protocol::Value;
 use std::collections::{HashMap, HashSet};
@@ -90,7 +92,23 @@ impl Client {
         self.on_packet(&server, session, packet);
     }
 
-    fn on_packet(self: &Arc<Self>, server: &Arc<ServerShared>, session: &Arc<Session>, packet: Packet) {
+    /// Protocol 3 (socket.io-client 1.x and 2.x): the client counts on being in `/` as
+    /// soon as the session opens, and sends no CONNECT for it.
+    pub(crate) fn connect_implicitly(self: &Arc<Self>, session: &Arc<Session>) {
+        let Some(server) = self.server.upgrade() else { return };
+        self.on_packet(&server, session, Packet::connect("/", None));
+    }
+
+    fn on_packet(self: &Arc<Self>, server: &Arc<ServerShared>, session: &Arc<Session>, mut packet: Packet) {
+        if session.protocol() == ProtocolVersion::V3 {
+            // A protocol 3 CONNECT names its namespace with the client's query for it
+            // (`0/chat?token=x,`): the query is that namespace's auth.
+            let (nsp, auth) = split_namespace_query(&packet.nsp);
+            if packet.kind == PacketKind::Connect {
+                packet.data = Some(auth);
+            }
+            packet.nsp = nsp;
+        }
         let socket = self.sockets.lock().unwrap().get(&packet.nsp).cloned();
         match (packet.kind, socket) {
             (PacketKind::Connect, None) => {
@@ -182,7 +200,31 @@ impl Client {
     }
 }
 
+/// `/chat?token=x&a=b` → (`/chat`, `{"token": "x", "a": "b"}`), percent-decoded.
+fn split_namespace_query(nsp: &str) -> (String, Value) {
+    let Some((path, query)) = nsp.split_once('?') else {
+        return (nsp.to_owned(), Value::Object(Default::default()));
+    };
+    let auth = form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), Value::String(v.into_owned()))).collect();
+    (path.to_owned(), Value::Object(auth))
+}
+
 fn protocol_error(session: &Session, why: &str) {
     tracing::debug!(sid = %session.sid, reason = why, "closing session on a protocol error");
     session.close(CloseReason::ParseError);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_protocol_3_namespace_query_is_its_auth() {
+        let (nsp, auth) = split_namespace_query("/chat?token=a%20b&x=1");
+        assert_eq!(nsp, "/chat");
+        assert_eq!(auth.get("token").and_then(Value::as_str), Some("a b"));
+        assert_eq!(auth.get("x").and_then(Value::as_str), Some("1"));
+        let (nsp, auth) = split_namespace_query("/");
+        assert_eq!((nsp.as_str(), auth), ("/", Value::Object(Default::default())));
+    }
 }

@@ -81,6 +81,9 @@ impl EngineHandler for Handler {
             observer.session_opened();
         }
         ConnectDeadlines::watch(&server, session);
+        if session.protocol() == crate::engine::ProtocolVersion::V3 {
+            client.connect_implicitly(session);
+        }
     }
 
     fn on_message(&self, session: &Arc<Session>, message: Message) {

@@ -40,6 +40,26 @@ impl ConnectError {
         }
         Value::Object(obj)
     }
+
+    /// What a protocol 3 client gets (socket.io-client 2.x emits it as its `error`):
+    /// the data if any, else the message, as the reference server sends it.
+    pub(crate) fn legacy_value(&self) -> Value {
+        match &self.data {
+            Some(data) if !matches!(data, Value::Null | Value::Bool(false)) => data.clone(),
+            _ => Value::String(self.message.clone()),
+        }
+    }
+}
+
+/// The socket id a protocol 3 client computes for itself: the session id in `/`,
+/// `<namespace>#<session id>` elsewhere (so it also names the session: such clients
+/// get it as the reference server gives it to them).
+fn legacy_socket_id(nsp: &str, sid: &str) -> String {
+    if nsp == "/" {
+        sid.to_owned()
+    } else {
+        format!("{nsp}#{sid}")
+    }
 }
 
 impl std::fmt::Display for ConnectError {
@@ -239,9 +259,12 @@ impl Namespace {
     /// socket joins its rooms, the client gets the missed packets and the CONNECT answer,
     /// and the connection handlers run.
     pub(crate) async fn connect(self, client: Arc<Client>, session: Arc<Session>, auth: Value) {
+        // A protocol 3 client (socket.io-client 2.x) knows no recovery, builds its
+        // socket id from the session id, and expects no body in the CONNECT answer.
+        let legacy = session.protocol() == crate::engine::ProtocolVersion::V3;
         let mut restored = None;
         let mut offset = None;
-        if self.recovery().is_some() {
+        if self.recovery().is_some() && !legacy {
             if let (Some(pid), Some(o)) = (auth.get("pid").and_then(Value::as_str), auth.get("offset").and_then(Value::as_str)) {
                 offset = Some(o.to_owned());
                 restored = self.adapter().restore_session(pid, o).await;
@@ -252,6 +275,7 @@ impl Namespace {
         }
         let (id, pid): (SocketId, Option<String>) = match (&restored, self.recovery()) {
             (Some(r), _) => (r.session.id.clone(), Some(r.session.pid.clone())),
+            (None, _) if legacy => (legacy_socket_id(self.name(), &session.sid).into(), None),
             (None, Some(_)) => (crate::engine::sid::new_socket_id().into(), Some(crate::engine::sid::new_socket_id())),
             (None, None) => (crate::engine::sid::new_socket_id().into(), None),
         };
@@ -262,7 +286,8 @@ impl Namespace {
             for mw in middlewares {
                 if let Err(err) = mw(socket.clone()).await {
                     tracing::debug!(nsp = %self.name(), reason = %err, "connection refused by middleware");
-                    let _ = socket.send_packet(&Packet::connect_error(self.name(), err.to_value()));
+                    let data = if legacy { err.legacy_value() } else { err.to_value() };
+                    let _ = socket.send_packet(&Packet::connect_error(self.name(), data));
                     return;
                 }
             }
@@ -275,7 +300,7 @@ impl Namespace {
         if let Some(pid) = &pid {
             answer.insert("pid".to_owned(), Value::String(pid.clone()));
         }
-        let answer = Packet::connect(self.name(), Some(Value::Object(answer)));
+        let answer = Packet::connect(self.name(), (!legacy).then_some(Value::Object(answer)));
         let recovered = restored.is_some();
         match restored {
             None => {

@@ -60,6 +60,8 @@ pub enum DecodeError {
     UnknownType(u8),
     InvalidUtf8,
     InvalidBase64,
+    /// A protocol 3 payload whose framing is broken (lengths, separators).
+    BadPayload(&'static str),
 }
 
 impl fmt::Display for DecodeError {
@@ -69,6 +71,7 @@ impl fmt::Display for DecodeError {
             DecodeError::UnknownType(b) => write!(f, "unknown packet type byte 0x{b:02x}"),
             DecodeError::InvalidUtf8 => f.write_str("packet is not valid UTF-8"),
             DecodeError::InvalidBase64 => f.write_str("binary packet is not valid base64"),
+            DecodeError::BadPayload(why) => write!(f, "bad payload: {why}"),
         }
     }
 }
