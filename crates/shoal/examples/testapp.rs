@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! testapp --port 0 [--transports polling,websocket] [--max-payload N]
-//!         [--ping-interval MS] [--ping-timeout MS] [--connect-timeout MS]
+//!         [--ping-interval MS] [--ping-timeout MS] [--connect-timeout MS] [--parser json|msgpack]
 //! ```
 //! Prints `LISTENING <port>` once ready; stops on SIGTERM or Ctrl-C.
 
@@ -60,6 +60,9 @@ struct Args {
     max_rooms_per_socket: Option<usize>,
     #[arg(long)]
     max_namespaces_per_session: Option<usize>,
+    /// The packet format: json (the default parser) or msgpack (socket.io-msgpack-parser).
+    #[arg(long, default_value = "json")]
+    parser: shoal::Parser,
 }
 
 /// Disconnections seen by the server, in order: `{id, nsp, reason}`.
@@ -425,6 +428,7 @@ async fn main() -> std::io::Result<()> {
         .ping_interval(Duration::from_millis(args.ping_interval))
         .ping_timeout(Duration::from_millis(args.ping_timeout))
         .connect_timeout(Duration::from_millis(args.connect_timeout))
+        .parser(args.parser)
         .build();
     let log: DisconnectLog = Arc::default();
 

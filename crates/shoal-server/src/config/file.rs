@@ -95,6 +95,8 @@ pub struct NodeFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub parser: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
 }
 
@@ -464,6 +466,7 @@ impl Config {
             proxy_protocol: Some(self.proxy_protocol),
             membership_ttl: Some(self.membership_ttl),
             recovery: Some(self.recovery),
+            parser: Some(self.parser.name().to_owned()),
             log: Some(self.log.clone()),
         };
         let mut proxy = self.gateway.proxy.clone();
@@ -566,6 +569,21 @@ node_id = "from-file"
         assert!(c.proxy_protocol);
         assert_eq!(c.node_id.as_deref(), Some("from-file"));
         assert_eq!(c.max_payload, 1_000_000, "a default where neither sets it");
+    }
+
+    #[test]
+    fn the_parser_comes_from_the_file_or_a_flag_and_a_bad_one_names_its_line() {
+        assert_eq!(Config::load(["shoal"]).unwrap().parser, shoal::Parser::Json);
+        let path = write_temp("parser", "[node]\nparser = \"msgpack\"\n");
+        let c = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str()]).unwrap();
+        assert_eq!(c.parser, shoal::Parser::MsgPack);
+        assert!(c.to_toml().contains("parser = \"msgpack\""), "{}", c.to_toml());
+        let c = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str(), "--parser".as_ref(), "json".as_ref()]).unwrap();
+        assert_eq!(c.parser, shoal::Parser::Json, "the flag wins over the file");
+        let bad = write_temp("bad-parser", "[node]\n\nparser = \"cbor\"\n");
+        let e = Config::load(["shoal".as_ref(), "--config".as_ref(), bad.as_os_str()]).unwrap_err().to_string();
+        assert!(e.contains("line 3, key node.parser") && e.contains("cbor"), "{e}");
+        assert!(Config::load(["shoal", "--parser", "cbor"]).is_err());
     }
 
     #[test]
