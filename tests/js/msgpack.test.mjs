@@ -8,14 +8,29 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import notepack from "notepack.io";
 import msgpackParser from "socket.io-msgpack-parser";
 import { Clients, TRANSPORTS, ack, ack1, unique, waitConnect, waitConnectError, waitEvent } from "./lib/client.mjs";
 import { waitMesh } from "./lib/cluster.mjs";
 import { requestChannel, startRedis } from "./lib/redis.mjs";
-import { sleep, startNodePeer, startTestapp } from "./lib/server.mjs";
+import { sleep, startNodePeer, startShoal, startTestapp } from "./lib/server.mjs";
 
 const MSGPACK = ["--parser", "msgpack"];
+
+/** A packet as the official parser writes it: one binary message. */
+function encodePacket(packet) {
+  const out = new msgpackParser.Encoder().encode(packet);
+  assert.equal(out.length, 1);
+  return out[0];
+}
+
+/** A binary message as the official parser reads it (throws what it throws). */
+function decodePacket(bytes) {
+  const decoder = new msgpackParser.Decoder();
+  let packet;
+  decoder.on("decoded", (p) => (packet = p));
+  decoder.add(bytes);
+  return packet;
+}
 
 /** Emits with an ack callback; resolves with the acked arguments exactly as the client got them. */
 function rawAck(socket, event, ...args) {
@@ -98,7 +113,7 @@ for (const transport of TRANSPORTS) {
       const dynamic = manager.socket("/dyn-abc1");
       const welcomes = [custom, admin, dynamic].map((s) => waitEvent(s, "welcome"));
       await Promise.all([main, custom, admin, dynamic].map((s) => waitConnect(s)));
-      assert.deepEqual(await Promise.all(welcomes), ["/custom", "/admin", "/dyn-abc1"]);
+      assert.deepEqual(await Promise.all(welcomes), [["/custom"], ["/admin"], ["/dyn-abc1"]]);
       assert.deepEqual(await ack(custom, "echo", "in /custom"), ["in /custom"]);
       custom.disconnect();
       assert.deepEqual(await ack(main, "echo", "main goes on"), ["main goes on"]);
@@ -138,6 +153,31 @@ for (const transport of TRANSPORTS) {
   });
 }
 
+describe("the shoal binary with --parser msgpack", () => {
+  let servers = [];
+  let clients = [];
+  after(async () => {
+    for (const c of clients) c.closeAll();
+    await Promise.all(servers.map((s) => s.stop()));
+  });
+
+  test("serves msgpack clients, binary included; a default-parser client cannot connect", async () => {
+    const server = await startShoal({ extraArgs: ["--parser", "msgpack"] });
+    servers.push(server);
+    const msgpackClients = new Clients(server.url, { transports: ["websocket"], parser: msgpackParser });
+    const jsonClients = new Clients(server.url, { transports: ["websocket"] });
+    clients.push(msgpackClients, jsonClients);
+    const socket = await msgpackClients.connect();
+    const [bytes, text] = await rawAck(socket, "echo", Buffer.from([1, 2, 3]), "é");
+    assert.ok(Buffer.isBuffer(bytes));
+    assert.deepEqual([...bytes], [1, 2, 3]);
+    assert.equal(text, "é");
+    const json = jsonClients.socket("/");
+    await assert.rejects(waitConnect(json, "default-parser client", 1500));
+    assert.equal(json.connected, false);
+  });
+});
+
 describe("the msgpack parser on the wire (raw polling)", () => {
   let server;
   before(async () => {
@@ -160,48 +200,48 @@ describe("the msgpack parser on the wire (raw polling)", () => {
     const res = await fetch(base, { method: "POST", body });
     return { status: res.status, text: await res.text() };
   }
-  /** GETs one payload and decodes each `b<base64>` packet with notepack. */
+  /** GETs one payload and decodes each `b<base64>` packet with the official parser. */
   async function get(base) {
     const res = await fetch(base);
     const text = await res.text();
-    return { status: res.status, text, packets: text.split("\x1e").map((p) => (p[0] === "b" ? notepack.decode(Buffer.from(p.slice(1), "base64")) : p)) };
+    return { status: res.status, text, packets: text.split("\x1e").map((p) => (p[0] === "b" ? decodePacket(Buffer.from(p.slice(1), "base64")) : p)) };
   }
 
   test("each packet is one binary message holding the packet object", async () => {
     const base = await handshake();
-    assert.equal((await post(base, notepack.encode({ type: 0, nsp: "/" }))).text, "ok");
+    assert.equal((await post(base, encodePacket({ type: 0, nsp: "/" }))).text, "ok");
     const [connect] = (await get(base)).packets;
     assert.equal(connect.type, 0);
     assert.equal(connect.nsp, "/");
     assert.equal(typeof connect.data.sid, "string");
     const ask = { type: 2, data: ["echo", Buffer.from([1, 2]), { k: "v" }], options: { compress: true }, id: 7, nsp: "/" };
-    assert.equal((await post(base, notepack.encode(ask))).text, "ok");
+    assert.equal((await post(base, encodePacket(ask))).text, "ok");
     const [answer] = (await get(base)).packets;
     assert.deepEqual(answer, { type: 3, data: [Buffer.from([1, 2]), { k: "v" }], nsp: "/", id: 7 });
   });
 
   test("a text packet, a malformed one or a hostile one closes that session only", async () => {
     const bystander = await handshake();
-    await post(bystander, notepack.encode({ type: 0, nsp: "/" }));
+    await post(bystander, encodePacket({ type: 0, nsp: "/" }));
     await get(bystander);
     const hostile = [
       "40", // the default parser's CONNECT
       Buffer.from([0xc1]), // not MessagePack
-      notepack.encode({ type: 9, nsp: "/" }),
-      notepack.encode({ type: 2, nsp: "/", data: "not an array" }),
+      encodePacket({ type: 9, nsp: "/" }),
+      encodePacket({ type: 2, nsp: "/", data: "not an array" }),
       Buffer.concat([Buffer.from([0x81, 0xa4]), Buffer.from("data"), Buffer.alloc(2000, 0x91), Buffer.from([0xc0])]), // 2000 levels deep
       Buffer.from([0x83, 0xa4, ...Buffer.from("type"), 0x02, 0xa4, ...Buffer.from("data"), 0xdd, 0xff, 0xff, 0xff, 0xff]), // 4G items promised
     ];
     for (const packet of hostile) {
       const base = await handshake();
-      assert.equal((await post(base, notepack.encode({ type: 0, nsp: "/" }))).text, "ok");
+      assert.equal((await post(base, encodePacket({ type: 0, nsp: "/" }))).text, "ok");
       await get(base);
       await post(base, packet);
       // The session is closed: its next poll is refused or answered with a close packet.
       const after = await get(base);
       assert.ok(after.status === 400 || after.text === "1", `session still open after ${Buffer.from(packet).toString("hex").slice(0, 40)}: ${after.status} ${after.text}`);
     }
-    assert.equal((await post(bystander, notepack.encode({ type: 2, data: ["echo", "still here"], id: 1, nsp: "/" }))).text, "ok");
+    assert.equal((await post(bystander, encodePacket({ type: 2, data: ["echo", "still here"], id: 1, nsp: "/" }))).text, "ok");
     assert.deepEqual((await get(bystander)).packets, [{ type: 3, data: ["still here"], nsp: "/", id: 1 }]);
   });
 });
@@ -228,7 +268,10 @@ describe("the msgpack parser with connection state recovery", () => {
     const got = [];
     socket.on("tick", (...args) => got.push(args));
     const sender = await clients.connect();
+    // The client must hold an offset (that of tick 0) before its transport drops.
+    const first = waitEvent(socket, "tick");
     await ack(sender, "broadcast", { to: room, event: "tick", args: [0, Buffer.from([0])] });
+    await first;
     const reconnected = waitEvent(socket, "connect", "reconnect", 5000);
     socket.io.engine.close();
     for (let n = 1; n <= 3; n++) await ack(sender, "broadcast", { to: room, event: "tick", args: [n, Buffer.from([n])] });

@@ -1,5 +1,5 @@
-//! The Socket.IO side of one Engine.IO session: decodes its messages into packets
-//! (re-assembling binary attachments), routes them to the session's sockets, one per
+//! The Socket.IO side of one Engine.IO session: decodes its messages into packets with
+//! the server's parser (re-assembling binary attachments for the default one), routes them to the session's sockets, one per
 //! namespace, and enforces the protocol: anything out of order closes the session.
 
 use super::namespace::Namespace;

@@ -222,6 +222,10 @@ impl<'a> Reader<'a> {
 
     /// Reads a map key (a string, or an integer as its decimal text).
     pub(crate) fn key(&mut self) -> Result<String, MsgpackError> {
+        // Arrays and maps are never keys: refused before they are read.
+        if matches!(self.bytes.get(self.pos), Some(0x80..=0x9f | 0xdc..=0xdf)) {
+            return Err(MsgpackError::BadMapKey);
+        }
         match self.read(MAX_DEPTH)? {
             Value::String(s) => Ok(s),
             Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
@@ -229,8 +233,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// True, consuming it, if the next value is notepack 2's `undefined` (fixext 1 of
-    /// type 0): an absent field, unlike null.
+    /// True, consuming it, if the next value is `undefined` as notepack.io 2.2 writes it
+    /// (fixext 1 of type 0): an absent field, unlike null.
     pub(crate) fn skip_undefined(&mut self) -> bool {
         if self.bytes.get(self.pos..self.pos + 2) == Some(&[0xd4, 0x00]) && self.bytes.len() >= self.pos + 3 {
             self.pos += 3;
@@ -355,7 +359,8 @@ mod tests {
 
     #[test]
     fn writes_what_notepack_writes() {
-        // From notepack.io 3.0.1: notepack.encode(x).toString("hex") for each x.
+        // notepack.encode(x).toString("hex") for each x, the same with notepack.io 2.2.0
+        // (what socket.io-msgpack-parser 3.0.2 uses) and 3.0.1 (the Redis adapter's).
         let long31 = format!("bf{}", "61".repeat(31));
         let long32 = format!("d920{}", "61".repeat(32));
         let cases: Vec<(Value, &str)> = vec![
