@@ -17,7 +17,7 @@ SECONDS_EACH="${1:-5}"
 shift || true
 TARGETS=("$@")
 if [ "${#TARGETS[@]}" -eq 0 ]; then
-  TARGETS=(engine_packet engine_packet_v3 socket_packet value_json redis_wire proxy_protocol client_addr query)
+  TARGETS=(engine_packet engine_packet_v3 socket_packet msgpack_packet value_json redis_wire proxy_protocol client_addr query)
 fi
 
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"

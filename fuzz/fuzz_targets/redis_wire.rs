@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
         if !has_placeholder_shape(packet.data.as_ref().unwrap())
             && packet.nsp.starts_with('/') && !packet.nsp.contains(',') && packet.id.is_none_or(|id| id <= 1 << 53) {
             let e = encode(&packet);
-            let text = std::str::from_utf8(&e.text[1..]).unwrap();
+            let text = std::str::from_utf8(&e.head_bytes()[1..]).unwrap();
             let back = match decode(text, usize::MAX) {
                 Ok(Decoded::Packet(p)) => Some(p),
                 Ok(Decoded::Partial(mut partial)) => {

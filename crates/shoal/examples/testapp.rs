@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! testapp --port 0 [--transports polling,websocket] [--max-payload N]
-//!         [--ping-interval MS] [--ping-timeout MS] [--connect-timeout MS] [--allow-eio3]
+//!         [--ping-interval MS] [--ping-timeout MS] [--connect-timeout MS] [--allow-eio3] [--parser json|msgpack]
 //! ```
 //! Prints `LISTENING <port>` once ready; stops on SIGTERM or Ctrl-C.
 
@@ -63,6 +63,9 @@ struct Args {
     /// Accept Engine.IO protocol 3 clients (socket.io-client 2.x).
     #[arg(long)]
     allow_eio3: bool,
+    /// The packet format: json (the default parser) or msgpack (socket.io-msgpack-parser).
+    #[arg(long, default_value = "json")]
+    parser: shoal::Parser,
 }
 
 /// Disconnections seen by the server, in order: `{id, nsp, reason}`.
@@ -429,6 +432,7 @@ async fn main() -> std::io::Result<()> {
         .ping_interval(Duration::from_millis(args.ping_interval))
         .ping_timeout(Duration::from_millis(args.ping_timeout))
         .connect_timeout(Duration::from_millis(args.connect_timeout))
+        .parser(args.parser)
         .build();
     let log: DisconnectLog = Arc::default();
 

@@ -33,7 +33,7 @@ pub use io::{
 #[cfg(feature = "redis")]
 pub use cluster::ClusterOptions;
 pub use cluster::TrustedProxies;
-pub use protocol::{IntoArgs, Value};
+pub use protocol::{IntoArgs, Parser, Value};
 pub use serve::{serve, serve_with, ServeOptions};
 pub use metrics::LimitHits;
 

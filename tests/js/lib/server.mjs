@@ -136,12 +136,13 @@ export async function startTestapp(options = {}) {
 /**
  * Spawns the Node.js Socket.IO peer of tests/js/peers/node-server.mjs (socket.io with the
  * official Redis adapter, the same event contract as the test app) with this Node binary.
- * options: { port (default 0), redis (URL, required), nodeId, requestsTimeout }
+ * options: { port (default 0), redis (URL, required), nodeId, requestsTimeout, parser ("msgpack") }
  */
 export async function startNodePeer(options = {}) {
   const args = [NODE_PEER_SCRIPT, "--port", String(options.port ?? 0), "--redis", options.redis];
   if (options.nodeId) args.push("--node-id", options.nodeId);
   if (options.requestsTimeout != null) args.push("--requests-timeout", String(options.requestsTimeout));
+  if (options.parser) args.push("--parser", options.parser);
   return startListening(`node peer ${options.nodeId ?? ""}`.trim(), process.execPath, args, options.port);
 }
 

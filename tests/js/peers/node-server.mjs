@@ -16,7 +16,8 @@
 // with "pong from <node id>". Namespace /custom greets with `welcome`.
 //
 //   node peers/node-server.mjs --port 0 --redis redis://127.0.0.1:6379 [--node-id node]
-//                              [--requests-timeout MS]
+//                              [--requests-timeout MS] [--parser msgpack]
+// With `--parser msgpack` it speaks socket.io-msgpack-parser to its clients.
 // Prints `LISTENING <port>` once ready; stops on SIGTERM.
 
 import { createAdapter } from "@socket.io/redis-adapter";
@@ -24,6 +25,7 @@ import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 import { createClient } from "redis";
 import { Server } from "socket.io";
+import msgpackParser from "socket.io-msgpack-parser";
 
 const { values: args } = parseArgs({
   options: {
@@ -31,10 +33,15 @@ const { values: args } = parseArgs({
     redis: { type: "string" },
     "node-id": { type: "string", default: "node" },
     "requests-timeout": { type: "string", default: "5000" },
+    parser: { type: "string", default: "json" },
   },
 });
 if (!args.redis) {
   console.error("--redis URL is required");
+  process.exit(2);
+}
+if (!["json", "msgpack"].includes(args.parser)) {
+  console.error(`--parser ${args.parser}: use json or msgpack`);
   process.exit(2);
 }
 const nodeId = args["node-id"];
@@ -50,6 +57,7 @@ await Promise.all([pubClient.connect(), subClient.connect()]);
 const httpServer = createServer();
 const io = new Server(httpServer, {
   adapter: createAdapter(pubClient, subClient, { requestsTimeout: Number(args["requests-timeout"]) }),
+  ...(args.parser === "msgpack" ? { parser: msgpackParser } : {}),
 });
 
 const serverLog = [];

@@ -110,6 +110,7 @@ pub struct NodeFile {
     pub admin_ui_mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_ui_static: Option<String>,
+    pub parser: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
 }
@@ -489,6 +490,7 @@ impl Config {
             admin_ui_readonly: Some(self.admin_ui_readonly),
             admin_ui_mode: Some(self.admin_ui_mode.clone()),
             admin_ui_static: self.admin_ui_static.as_ref().map(|p| p.display().to_string()),
+            parser: Some(self.parser.name().to_owned()),
             log: Some(self.log.clone()),
         };
         let mut proxy = self.gateway.proxy.clone();
@@ -601,6 +603,21 @@ node_id = "from-file"
         let c = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str()]).unwrap();
         assert!(c.allow_eio3);
         assert!(c.to_toml().contains("allow_eio3 = true"));
+    }
+
+    #[test]
+    fn the_parser_comes_from_the_file_or_a_flag_and_a_bad_one_names_its_line() {
+        assert_eq!(Config::load(["shoal"]).unwrap().parser, shoal::Parser::Json);
+        let path = write_temp("parser", "[node]\nparser = \"msgpack\"\n");
+        let c = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str()]).unwrap();
+        assert_eq!(c.parser, shoal::Parser::MsgPack);
+        assert!(c.to_toml().contains("parser = \"msgpack\""), "{}", c.to_toml());
+        let c = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str(), "--parser".as_ref(), "json".as_ref()]).unwrap();
+        assert_eq!(c.parser, shoal::Parser::Json, "the flag wins over the file");
+        let bad = write_temp("bad-parser", "[node]\n\nparser = \"cbor\"\n");
+        let e = Config::load(["shoal".as_ref(), "--config".as_ref(), bad.as_os_str()]).unwrap_err().to_string();
+        assert!(e.contains("line 3, key node.parser") && e.contains("cbor"), "{e}");
+        assert!(Config::load(["shoal", "--parser", "cbor"]).is_err());
     }
 
     #[test]

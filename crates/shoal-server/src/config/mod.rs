@@ -186,6 +186,10 @@ pub struct Config {
     /// `@socket.io/admin-ui` npm package), served at /admin-ui/ on --listen.
     #[arg(long, env = "SHOAL_ADMIN_UI_STATIC")]
     pub admin_ui_static: Option<std::path::PathBuf>,
+    /// Packet format, which every client must share: `json` (the official default
+    /// parser) or `msgpack` (clients built with socket.io-msgpack-parser).
+    #[arg(long, env = "SHOAL_PARSER", default_value = "json")]
+    pub parser: shoal::Parser,
 
     /// Log filter, e.g. `info`, `debug`, `shoal=debug,info`.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
@@ -257,7 +261,8 @@ impl Config {
                 over: if self.disconnect_over_event_rate { shoal::io::OverLimit::Disconnect } else { shoal::io::OverLimit::Drop },
             })
             .max_rooms_per_socket(self.max_rooms_per_socket)
-            .max_namespaces_per_session(self.max_namespaces_per_session);
+            .max_namespaces_per_session(self.max_namespaces_per_session)
+            .parser(self.parser);
         if !self.cors_origins.is_empty() {
             let any = self.cors_origins.iter().any(|o| o == "*");
             let origins = if any { vec![] } else { self.cors_origins.clone() };

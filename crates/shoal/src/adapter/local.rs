@@ -9,7 +9,7 @@
 
 use super::{Handshake, RecoveryOptions, SocketId};
 use crate::protocol::socket_packet::Encoded;
-use crate::protocol::{IntoArgs, Value};
+use crate::protocol::{IntoArgs, Parser, Value};
 use tokio::sync::mpsc;
 
 /// One namespace on this node, as its adapter sees it. The adapter keeps it as a
@@ -20,6 +20,9 @@ pub trait LocalNamespace: Send + Sync + 'static {
 
     /// The connection state recovery settings, when recovery is on.
     fn recovery(&self) -> Option<&RecoveryOptions>;
+
+    /// The packet format of the server's clients: a broadcast is encoded with it, once.
+    fn parser(&self) -> Parser;
 
     /// Queues an encoded packet on each of these local sockets (ids not connected here
     /// are skipped). A volatile packet skips clients that still have unsent data.

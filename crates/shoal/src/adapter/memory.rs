@@ -2,7 +2,7 @@
 //! packet once and queue the same bytes on every recipient's session.
 
 use super::{AckResponses, Adapter, AdapterError, BroadcastOptions, LocalNamespace, LocalRooms, PacketLog, PersistedSession, RestoredSession, Room, SocketId, SocketInfo};
-use crate::protocol::socket_packet::{encode, Packet};
+use crate::protocol::socket_packet::Packet;
 use crate::protocol::Value;
 use async_trait::async_trait;
 use std::sync::{Arc, Weak};
@@ -45,7 +45,7 @@ impl MemoryAdapter {
     /// Delivers a packet to the matching local sockets; returns how many got it.
     pub fn deliver_local(&self, packet: &Packet, opts: &BroadcastOptions) -> usize {
         let Some(ns) = self.ns.upgrade() else { return 0 };
-        ns.send(&self.rooms.matching(opts), &encode(packet), opts.flags.volatile)
+        ns.send(&self.rooms.matching(opts), &ns.parser().encode(packet), opts.flags.volatile)
     }
 
     /// Sends a packet that expects acks to the matching local sockets. Returns how many
@@ -58,7 +58,7 @@ impl MemoryAdapter {
         };
         let ack_id = ns.next_ack_id();
         packet.id = Some(ack_id);
-        let sockets = ns.send_expecting_acks(&self.rooms.matching(opts), &encode(&packet), ack_id, &tx);
+        let sockets = ns.send_expecting_acks(&self.rooms.matching(opts), &ns.parser().encode(&packet), ack_id, &tx);
         (sockets.len(), AckReceiver { rx, ack_id, ns: self.ns.clone(), sockets })
     }
 

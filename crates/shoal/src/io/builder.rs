@@ -8,6 +8,7 @@ use crate::adapter::{AdapterFactory, RecoveryOptions};
 use crate::cluster::{Ingress, TrustedProxies};
 use crate::engine::{AllowRequest, Cors, Engine, EngineConfig, Transports};
 use crate::metrics::NodeMetrics;
+use crate::protocol::Parser;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub struct ServerBuilder {
     recovery: Option<RecoveryOptions>,
     connect_timeout: Duration,
     max_attachments: usize,
+    parser: Parser,
     adapter: AdapterFactory,
     trusted_proxies: TrustedProxies,
     event_rate: EventRateLimit,
@@ -54,6 +56,7 @@ impl Default for ServerBuilder {
             recovery: None,
             connect_timeout: Duration::from_secs(45),
             max_attachments: 10,
+            parser: Parser::Json,
             adapter: crate::adapter::memory(),
             trusted_proxies: TrustedProxies::default(),
             event_rate: EventRateLimit::default(),
@@ -114,6 +117,13 @@ impl ServerBuilder {
     /// Most binary attachments one packet may announce (default 10).
     pub fn max_attachments(mut self, n: usize) -> Self {
         self.max_attachments = n;
+        self
+    }
+    /// The packet format, which every client must share (default [`Parser::Json`], the
+    /// official default parser). [`Parser::MsgPack`] serves clients built with
+    /// `socket.io-msgpack-parser`: each packet is one binary message in MessagePack.
+    pub fn parser(mut self, parser: Parser) -> Self {
+        self.parser = parser;
         self
     }
     /// Bytes that may wait for one slow client before it is dropped (default 8 MiB).
@@ -306,6 +316,7 @@ impl ServerBuilder {
                 recovery: self.recovery,
                 connect_timeout: self.connect_timeout,
                 max_attachments: self.max_attachments,
+                parser: self.parser,
                 adapter: self.adapter,
                 trusted_proxies: self.trusted_proxies,
                 limits,

@@ -1,5 +1,5 @@
-//! The Socket.IO side of one Engine.IO session: decodes its messages into packets
-//! (re-assembling binary attachments), routes them to the session's sockets, one per
+//! The Socket.IO side of one Engine.IO session: decodes its messages into packets with
+//! the server's parser (re-assembling binary attachments for the default one), routes them to the session's sockets, one per
 //! namespace, and enforces the protocol: anything out of order closes the session.
 //! A protocol 3 session (socket.io-client 2.x, Socket.IO protocol 4) is in `/` from
 //! the start, and names a namespace's auth as a query in its CONNECT.
@@ -8,8 +8,9 @@ use super::namespace::Namespace;
 use super::socket::Socket;
 use super::{run_handler, DisconnectReason, ServerShared};
 use crate::engine::{CloseReason, Message, ProtocolVersion, Session};
+use crate::protocol::msgpack_packet;
 use crate::protocol::socket_packet::{decode, Decoded, Packet, PacketKind, PartialPacket};
-use crate::protocol::Value;
+use crate::protocol::{Parser, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -61,35 +62,54 @@ impl Client {
 
     pub(crate) fn on_message(self: &Arc<Self>, session: &Arc<Session>, message: Message) {
         let Some(server) = self.server.upgrade() else { return };
-        let packet = match message {
+        let packet = match server.config.parser {
+            Parser::Json => self.decode_json(&server, session, message),
+            Parser::MsgPack => decode_msgpack(session, message),
+        };
+        if let Some(packet) = packet {
+            self.on_packet(&server, session, packet);
+        }
+    }
+
+    /// The default parser: a text packet, then its binary attachments, if any. `None`
+    /// while attachments are awaited or when the session was closed on an error.
+    fn decode_json(&self, server: &ServerShared, session: &Session, message: Message) -> Option<Packet> {
+        match message {
             Message::Text(text) => {
                 if self.partial.lock().unwrap().is_some() {
-                    return protocol_error(session, "text packet while binary attachments were expected");
+                    protocol_error(session, "text packet while binary attachments were expected");
+                    return None;
                 }
                 match decode(&text, server.config.max_attachments) {
-                    Ok(Decoded::Packet(p)) => p,
+                    Ok(Decoded::Packet(p)) => Some(p),
                     Ok(Decoded::Partial(p)) => {
                         *self.partial.lock().unwrap() = Some(p);
-                        return;
+                        None
                     }
-                    Err(e) => return protocol_error(session, &e.to_string()),
+                    Err(e) => {
+                        protocol_error(session, &e.to_string());
+                        None
+                    }
                 }
             }
             Message::Binary(bytes) => {
                 let Some(partial) = self.partial.lock().unwrap().take() else {
-                    return protocol_error(session, "binary data with no packet expecting it");
+                    protocol_error(session, "binary data with no packet expecting it");
+                    return None;
                 };
                 match partial.push(bytes) {
-                    Ok(Ok(p)) => p,
+                    Ok(Ok(p)) => Some(p),
                     Ok(Err(partial)) => {
                         *self.partial.lock().unwrap() = Some(partial);
-                        return;
+                        None
                     }
-                    Err(e) => return protocol_error(session, &e.to_string()),
+                    Err(e) => {
+                        protocol_error(session, &e.to_string());
+                        None
+                    }
                 }
             }
-        };
-        self.on_packet(&server, session, packet);
+        }
     }
 
     /// Protocol 3 (socket.io-client 1.x and 2.x): the client counts on being in `/` as
@@ -127,7 +147,7 @@ impl Client {
                         let mut err = indexmap::IndexMap::new();
                         err.insert("message".to_owned(), Value::from("Too many namespaces"));
                         let reply = Packet::connect_error(&packet.nsp, Value::Object(err));
-                        let _ = session.send_all(crate::protocol::socket_packet::encode(&reply).to_out_packets());
+                        let _ = session.send_all(server.config.parser.encode(&reply).to_out_packets());
                         return;
                     }
                     connecting.insert(packet.nsp.clone());
@@ -138,7 +158,7 @@ impl Client {
                     let mut err = indexmap::IndexMap::new();
                     err.insert("message".to_owned(), Value::from("Invalid namespace"));
                     let reply = Packet::connect_error(&packet.nsp, Value::Object(err));
-                    let _ = session.send_all(crate::protocol::socket_packet::encode(&reply).to_out_packets());
+                    let _ = session.send_all(server.config.parser.encode(&reply).to_out_packets());
                     return;
                 };
                 let (client, session2) = (self.clone(), session.clone());
@@ -193,7 +213,8 @@ impl Client {
                     let mut err = indexmap::IndexMap::new();
                     err.insert("message".to_owned(), Value::from("server error"));
                     let reply = Packet::connect_error(&nsp, Value::Object(err));
-                    let _ = session.send_all(crate::protocol::socket_packet::encode(&reply).to_out_packets());
+                    let Some(server) = client.server.upgrade() else { return };
+                    let _ = session.send_all(server.config.parser.encode(&reply).to_out_packets());
                 }
             }
         }
@@ -207,6 +228,21 @@ fn split_namespace_query(nsp: &str) -> (String, Value) {
     };
     let auth = form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), Value::String(v.into_owned()))).collect();
     (path.to_owned(), Value::Object(auth))
+}
+
+/// The msgpack parser: every packet is one binary message.
+fn decode_msgpack(session: &Session, message: Message) -> Option<Packet> {
+    let Message::Binary(bytes) = message else {
+        protocol_error(session, "text message with the msgpack parser");
+        return None;
+    };
+    match msgpack_packet::decode(&bytes) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            protocol_error(session, &e.to_string());
+            None
+        }
+    }
 }
 
 fn protocol_error(session: &Session, why: &str) {

@@ -9,7 +9,7 @@ pub use crate::adapter::ServerAck;
 use crate::adapter::{Adapter, AdapterError, Handshake, LocalNamespace, RecoveryOptions, Room, SocketId};
 use crate::engine::Session;
 use crate::protocol::socket_packet::{Encoded, Packet};
-use crate::protocol::{IntoArgs, Value};
+use crate::protocol::{IntoArgs, Parser, Value};
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::future::Future;
@@ -85,6 +85,7 @@ pub(crate) struct NamespaceShared {
     recovery: Option<RecoveryOptions>,
     /// The server's socket observer slot (empty unless an admin UI is attached).
     observer: super::ObserverSlot,
+    parser: Parser,
     pub(super) limits: super::server::SocketLimits,
 }
 
@@ -120,6 +121,7 @@ impl Namespace {
             ack_ids: AtomicU64::new(0),
             recovery: server.config.recovery.clone(),
             observer: server.observer.clone(),
+            parser: server.config.parser,
             limits: server.config.limits.clone(),
         }));
         let view: Arc<dyn LocalNamespace> = ns.0.clone();
@@ -134,6 +136,10 @@ impl Namespace {
     /// The recovery settings, when connection state recovery is on.
     pub fn recovery(&self) -> Option<&RecoveryOptions> {
         self.0.recovery.as_ref()
+    }
+    /// The packet format of the server's clients.
+    pub fn parser(&self) -> Parser {
+        self.0.parser
     }
     pub fn downgrade(&self) -> WeakNamespace {
         WeakNamespace(Arc::downgrade(&self.0))
@@ -359,6 +365,10 @@ impl LocalNamespace for NamespaceShared {
 
     fn recovery(&self) -> Option<&RecoveryOptions> {
         self.recovery.as_ref()
+    }
+
+    fn parser(&self) -> Parser {
+        self.parser
     }
 
     fn send(&self, ids: &[SocketId], packet: &Encoded, volatile: bool) -> usize {

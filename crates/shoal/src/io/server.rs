@@ -20,6 +20,7 @@ pub(crate) struct ServerConfig {
     pub recovery: Option<RecoveryOptions>,
     pub connect_timeout: Duration,
     pub max_attachments: usize,
+    pub parser: crate::protocol::Parser,
     pub adapter: AdapterFactory,
     pub trusted_proxies: crate::cluster::TrustedProxies,
     pub limits: SocketLimits,

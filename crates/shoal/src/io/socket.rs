@@ -9,7 +9,7 @@ use super::namespace::Namespace;
 use super::{run_handler, DisconnectReason};
 use crate::adapter::{Room, SocketId};
 use crate::engine::{CloseReason, Session};
-use crate::protocol::socket_packet::{encode, Encoded, Packet, RESERVED_EVENTS};
+use crate::protocol::socket_packet::{Encoded, Packet, RESERVED_EVENTS};
 use crate::protocol::{IntoArgs, Value};
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
@@ -418,7 +418,7 @@ impl Socket {
     }
 
     pub(crate) fn send_packet(&self, packet: &Packet) -> Result<(), EmitError> {
-        let encoded = encode(packet);
+        let encoded = self.ns().parser().encode(packet);
         self.0.session.send_all(encoded.to_out_packets()).map_err(|_| EmitError::Disconnected)
     }
 
@@ -446,7 +446,7 @@ impl Socket {
         if self.0.recovered {
             let mut replayed = self.0.replayed.lock().unwrap();
             if let Some(set) = replayed.as_ref() {
-                if set.contains(&encoded.text) {
+                if set.contains(encoded.head_bytes()) {
                     return true; // already sent by the replay
                 }
                 *replayed = None;
@@ -470,16 +470,16 @@ impl Socket {
         let Some(buffered) = restoring.take() else { return false };
         let mut replayed = std::collections::HashSet::new();
         for packet in missed {
-            let encoded = encode(packet);
-            replayed.insert(encoded.text.clone());
+            let encoded = self.ns().parser().encode(packet);
+            replayed.insert(encoded.head_bytes().clone());
             let _ = self.0.session.send_all(encoded.to_out_packets());
         }
         for encoded in buffered {
-            if !replayed.contains(&encoded.text) {
+            if !replayed.contains(encoded.head_bytes()) {
                 let _ = self.0.session.send_all(encoded.to_out_packets());
             }
         }
-        let _ = self.0.session.send_all(encode(answer).to_out_packets());
+        let _ = self.0.session.send_all(self.ns().parser().encode(answer).to_out_packets());
         if !replayed.is_empty() {
             *self.0.replayed.lock().unwrap() = Some(replayed);
         }

@@ -72,6 +72,7 @@ pub enum DecodeError {
     BadNamespace,
     BadAckId,
     InvalidJson(String),
+    InvalidMsgpack(String),
     InvalidPayload(&'static str),
     UnexpectedBinary,
     BadPlaceholder,
@@ -87,6 +88,7 @@ impl fmt::Display for DecodeError {
             DecodeError::BadNamespace => f.write_str("illegal namespace"),
             DecodeError::BadAckId => f.write_str("illegal ack id"),
             DecodeError::InvalidJson(e) => write!(f, "invalid JSON: {e}"),
+            DecodeError::InvalidMsgpack(e) => write!(f, "invalid MessagePack: {e}"),
             DecodeError::InvalidPayload(why) => write!(f, "invalid payload: {why}"),
             DecodeError::UnexpectedBinary => f.write_str("binary data with no packet expecting it"),
             DecodeError::BadPlaceholder => f.write_str("placeholder refers to no attachment"),
@@ -206,7 +208,8 @@ pub fn decode(text: &str, max_attachments: usize) -> Result<Decoded, DecodeError
     }
 }
 
-fn validate(kind: PacketKind, id: Option<u64>, data: Option<&Value>) -> Result<(), DecodeError> {
+/// Checks that a packet's data has the form its type needs (shared by both parsers).
+pub(crate) fn validate(kind: PacketKind, id: Option<u64>, data: Option<&Value>) -> Result<(), DecodeError> {
     match kind {
         PacketKind::Connect => match data {
             None | Some(Value::Object(_)) => Ok(()),
@@ -237,22 +240,29 @@ fn validate(kind: PacketKind, id: Option<u64>, data: Option<&Value>) -> Result<(
     }
 }
 
-/// A packet encoded for Engine.IO: the text message (with its `4` type digit, ready for
-/// any transport) and the binary attachments that follow it.
+/// A packet encoded for Engine.IO: its first message and the binary attachments that
+/// follow it. With the default parser the first message is the text packet (with its
+/// `4` type digit, ready for any transport); with the msgpack parser it is the whole
+/// packet as one binary message, and there are no attachments.
 #[derive(Clone, Debug)]
 pub struct Encoded {
-    pub text: Bytes,
+    pub head: OutPacket,
     pub attachments: Vec<Bytes>,
 }
 
 impl Encoded {
     /// The Engine.IO packets to queue, in order.
     pub fn to_out_packets(&self) -> impl Iterator<Item = OutPacket> + '_ {
-        std::iter::once(OutPacket::Text(self.text.clone()))
-            .chain(self.attachments.iter().cloned().map(OutPacket::Binary))
+        std::iter::once(self.head.clone()).chain(self.attachments.iter().cloned().map(OutPacket::Binary))
+    }
+    /// The bytes of the first message (which tell one packet from another).
+    pub fn head_bytes(&self) -> &Bytes {
+        match &self.head {
+            OutPacket::Text(b) | OutPacket::Binary(b) => b,
+        }
     }
     pub fn wire_len(&self) -> usize {
-        self.text.len() + self.attachments.iter().map(Bytes::len).sum::<usize>()
+        self.head.len() + self.attachments.iter().map(Bytes::len).sum::<usize>()
     }
 }
 
@@ -285,7 +295,7 @@ pub fn encode(packet: &Packet) -> Encoded {
         out.put_slice(id.to_string().as_bytes());
     }
     out.put_slice(json.as_bytes());
-    Encoded { text: out.freeze(), attachments }
+    Encoded { head: OutPacket::Text(out.freeze()), attachments }
 }
 
 #[cfg(test)]
@@ -352,13 +362,13 @@ mod tests {
     #[test]
     fn encodes_with_engine_prefix_and_attachments() {
         let e = encode(&Packet::event("/chat", "msg", vec!["hi".into()], Some(7)));
-        assert_eq!(&e.text[..], b"42/chat,7[\"msg\",\"hi\"]");
+        assert_eq!(&e.head_bytes()[..], b"42/chat,7[\"msg\",\"hi\"]");
         let e = encode(&Packet::event("/", "bin", vec![Value::Binary(Bytes::from_static(b"x"))], None));
-        assert_eq!(&e.text[..], b"451-[\"bin\",{\"_placeholder\":true,\"num\":0}]");
+        assert_eq!(&e.head_bytes()[..], b"451-[\"bin\",{\"_placeholder\":true,\"num\":0}]");
         assert_eq!(e.attachments, vec![Bytes::from_static(b"x")]);
         let e = encode(&Packet::connect("/", Some(serde_json::json!({"sid": "abc"}).into())));
-        assert_eq!(&e.text[..], b"40{\"sid\":\"abc\"}");
+        assert_eq!(&e.head_bytes()[..], b"40{\"sid\":\"abc\"}");
         let e = encode(&Packet::ack("/", 3, vec![]));
-        assert_eq!(&e.text[..], b"433[]");
+        assert_eq!(&e.head_bytes()[..], b"433[]");
     }
 }

@@ -5,7 +5,6 @@
 use crate::adapter::{BroadcastFlags, BroadcastOptions, Handshake, Room, SocketInfo};
 use crate::protocol::socket_packet::{Packet, PacketKind};
 use crate::protocol::Value;
-use bytes::Bytes;
 use indexmap::IndexMap;
 use std::time::Duration;
 
@@ -74,83 +73,16 @@ pub fn uid() -> String {
 
 // ---- MessagePack -------------------------------------------------------------------------
 
-/// Encodes a value as notepack.io does: compact integers, float64 for other numbers,
-/// str for strings, bin for buffers, maps with their keys in order.
+/// Encodes a value as notepack.io does (`protocol::msgpack`, shared with the msgpack
+/// parser of Socket.IO packets).
 pub fn encode_msgpack(v: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    write_msgpack(v, &mut out);
-    out
+    crate::protocol::msgpack::encode(v)
 }
 
-fn write_msgpack(v: &Value, out: &mut Vec<u8>) {
-    use rmp::encode::*;
-    // Writing to a Vec cannot fail.
-    match v {
-        Value::Null => write_nil(out).unwrap(),
-        Value::Bool(b) => write_bool(out, *b).unwrap(),
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                write_uint(out, u).unwrap();
-            } else if let Some(i) = n.as_i64() {
-                write_sint(out, i).unwrap();
-            } else {
-                write_f64(out, n.as_f64().unwrap_or(0.0)).unwrap();
-            }
-        }
-        Value::String(s) => write_str(out, s).unwrap(),
-        Value::Binary(b) => write_bin(out, b).unwrap(),
-        Value::Array(a) => {
-            write_array_len(out, a.len() as u32).unwrap();
-            for x in a {
-                write_msgpack(x, out);
-            }
-        }
-        Value::Object(o) => {
-            write_map_len(out, o.len() as u32).unwrap();
-            for (k, x) in o {
-                write_str(out, k).unwrap();
-                write_msgpack(x, out);
-            }
-        }
-    }
-}
-
-/// Decodes MessagePack into a `Value`. Extension types (notepack's `undefined`, dates)
-/// become null; map keys that are not strings are written as their JSON text.
+/// Decodes MessagePack into a `Value`, bounded as `protocol::msgpack` reads: extension
+/// types (notepack's `undefined`, dates) become null, integer map keys their decimal text.
 pub fn decode_msgpack(bytes: &[u8]) -> Result<Value, String> {
-    let mut reader = bytes;
-    let value = rmpv::decode::read_value(&mut reader).map_err(|e| e.to_string())?;
-    Ok(from_rmpv(value))
-}
-
-fn from_rmpv(v: rmpv::Value) -> Value {
-    match v {
-        rmpv::Value::Nil | rmpv::Value::Ext(..) => Value::Null,
-        rmpv::Value::Boolean(b) => Value::Bool(b),
-        rmpv::Value::Integer(i) => {
-            if let Some(u) = i.as_u64() {
-                Value::from(u)
-            } else {
-                Value::from(i.as_i64().unwrap_or(0))
-            }
-        }
-        rmpv::Value::F32(f) => Value::from(f as f64),
-        rmpv::Value::F64(f) => Value::from(f),
-        rmpv::Value::String(s) => Value::String(s.into_str().unwrap_or_default()),
-        rmpv::Value::Binary(b) => Value::Binary(Bytes::from(b)),
-        rmpv::Value::Array(a) => Value::Array(a.into_iter().map(from_rmpv).collect()),
-        rmpv::Value::Map(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        rmpv::Value::String(s) => s.into_str().unwrap_or_default(),
-                        other => other.to_string(),
-                    };
-                    (key, from_rmpv(v))
-                })
-                .collect(),
-        ),
-    }
+    crate::protocol::msgpack::decode(bytes).map_err(|e| e.to_string())
 }
 
 /// Decodes a request or response: JSON when it starts with `{`, MessagePack otherwise.
@@ -328,6 +260,7 @@ pub fn socket_info_from_value(v: &Value) -> Option<SocketInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn a_timeout_from_the_wire_is_bounded() {
