@@ -30,6 +30,7 @@ pub use io::{
 #[cfg(feature = "redis")]
 pub use cluster::ClusterOptions;
 pub use cluster::TrustedProxies;
+pub use io::extract;
 pub use protocol::{IntoArgs, Value};
 pub use serve::{serve, serve_with, ServeOptions};
 

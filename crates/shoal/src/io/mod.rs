@@ -31,6 +31,7 @@ mod broadcast;
 mod builder;
 mod client;
 mod engine_handler;
+pub mod extract;
 mod handshake;
 mod namespace;
 mod server;

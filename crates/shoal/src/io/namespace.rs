@@ -64,6 +64,8 @@ pub(crate) struct NamespaceShared {
     ack_ids: AtomicU64,
     recovery: Option<RecoveryOptions>,
     pub(super) limits: super::server::SocketLimits,
+    /// What `ServerBuilder::with_state` was given, for the `State<T>` extractor.
+    pub(super) state: super::extract::StateMap,
 }
 
 /// A namespace. Cheap to clone: every clone is the same namespace.
@@ -98,6 +100,7 @@ impl Namespace {
             ack_ids: AtomicU64::new(0),
             recovery: server.config.recovery.clone(),
             limits: server.config.limits.clone(),
+            state: server.config.state.clone(),
         }));
         let view: Arc<dyn LocalNamespace> = ns.0.clone();
         let adapter = (server.config.adapter)(&view);

@@ -23,6 +23,7 @@ pub(crate) struct ServerConfig {
     pub adapter: AdapterFactory,
     pub trusted_proxies: crate::cluster::TrustedProxies,
     pub limits: SocketLimits,
+    pub state: super::extract::StateMap,
 }
 
 /// The limits on what one client does at the Socket.IO level, with the counter they

@@ -4,5 +4,8 @@
 pub mod engine_packet;
 pub mod socket_packet;
 pub mod value;
+mod value_de;
+
+pub(crate) use value_de::from_args;
 
 pub use value::{IntoArgs, Value};
