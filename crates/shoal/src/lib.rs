@@ -15,6 +15,8 @@
 //! The repository's `docs/architecture.md` has the rules between the layers and the path
 //! of a request, a broadcast and a forwarded request, file by file.
 
+#![warn(missing_docs)]
+
 pub mod adapter;
 pub mod cluster;
 pub mod engine;

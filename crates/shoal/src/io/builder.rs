@@ -123,6 +123,7 @@ impl ServerBuilder {
         self.engine.transports = t;
         self
     }
+    /// CORS for browsers on other origins (default: none, same origin only).
     pub fn cors(mut self, cors: Cors) -> Self {
         self.engine.cors = Some(cors);
         self
@@ -213,10 +214,12 @@ impl ServerBuilder {
         self.recovery = Some(options);
         self
     }
+    /// The adapter of each namespace (default: [`adapter::memory`](crate::adapter::memory), one process).
     pub fn adapter(mut self, factory: AdapterFactory) -> Self {
         self.adapter = factory;
         self
     }
+    /// The engine settings so far.
     pub fn engine_config(&self) -> &EngineConfig {
         &self.engine
     }

@@ -21,14 +21,18 @@ use std::time::Duration;
 /// `err.message` and `err.data`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectError {
+    /// The message the client gets in its `connect_error` event (`err.message`).
     pub message: String,
+    /// Extra data for the client (`err.data`).
     pub data: Option<Value>,
 }
 
 impl ConnectError {
+    /// A refusal with a message.
     pub fn new(message: impl Into<String>) -> ConnectError {
         ConnectError { message: message.into(), data: None }
     }
+    /// A refusal with a message and data.
     pub fn with_data(message: impl Into<String>, data: impl Into<Value>) -> ConnectError {
         ConnectError { message: message.into(), data: Some(data.into()) }
     }
@@ -77,6 +81,7 @@ pub struct Namespace(pub(crate) Arc<NamespaceShared>);
 pub struct WeakNamespace(Weak<NamespaceShared>);
 
 impl WeakNamespace {
+    /// The namespace, if it still exists.
     pub fn upgrade(&self) -> Option<Namespace> {
         self.0.upgrade().map(Namespace)
     }
@@ -108,6 +113,7 @@ impl Namespace {
         ns
     }
 
+    /// Its name, with the leading `/`.
     pub fn name(&self) -> &str {
         &self.0.name
     }
@@ -115,9 +121,11 @@ impl Namespace {
     pub fn recovery(&self) -> Option<&RecoveryOptions> {
         self.0.recovery.as_ref()
     }
+    /// A reference that does not keep the namespace alive.
     pub fn downgrade(&self) -> WeakNamespace {
         WeakNamespace(Arc::downgrade(&self.0))
     }
+    /// Its adapter (local, or the cluster's).
     pub fn adapter(&self) -> &Arc<dyn Adapter> {
         self.0.adapter.get().expect("adapter is set at creation")
     }
@@ -162,21 +170,27 @@ impl Namespace {
     pub fn broadcast(&self) -> BroadcastOperator {
         BroadcastOperator::new(self.clone())
     }
+    /// A broadcast to `room` (chain more with `to`).
     pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).to(room)
     }
+    /// The same as [`Namespace::to`].
     pub fn within(&self, room: impl Into<Room>) -> BroadcastOperator {
         self.to(room)
     }
+    /// A broadcast to every socket but those in `room`.
     pub fn except(&self, room: impl Into<Room>) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).except(room)
     }
+    /// A broadcast to this node's sockets only.
     pub fn local(&self) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).local()
     }
+    /// A broadcast that may be dropped for clients that are not ready (unsent data queued).
     pub fn volatile(&self) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).volatile()
     }
+    /// A broadcast whose acks are awaited at most `timeout`.
     pub fn timeout(&self, timeout: Duration) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).timeout(timeout)
     }
@@ -184,18 +198,25 @@ impl Namespace {
     pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
         BroadcastOperator::new(self.clone()).emit(event, args)
     }
+    /// Emits to every socket, on every node, and collects their acks (the first argument
+    /// of each; see [`BroadcastOperator::emit_with_ack`]).
     pub async fn emit_with_ack(&self, event: &str, args: impl IntoArgs) -> Result<Vec<Value>, AckError> {
         BroadcastOperator::new(self.clone()).emit_with_ack(event, args).await
     }
+    /// The sockets of the namespace, on every node.
     pub async fn fetch_sockets(&self) -> Result<Vec<RemoteSocket>, AdapterError> {
         BroadcastOperator::new(self.clone()).fetch_sockets().await
     }
+    /// Makes every socket of the namespace join `rooms`, on every node.
     pub async fn sockets_join(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) -> Result<(), AdapterError> {
         BroadcastOperator::new(self.clone()).sockets_join(rooms).await
     }
+    /// Makes every socket of the namespace leave `rooms`, on every node.
     pub async fn sockets_leave(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) -> Result<(), AdapterError> {
         BroadcastOperator::new(self.clone()).sockets_leave(rooms).await
     }
+    /// Disconnects every socket of the namespace, on every node (with `close`, their
+    /// whole connections).
     pub async fn disconnect_sockets(&self, close: bool) -> Result<(), AdapterError> {
         BroadcastOperator::new(self.clone()).disconnect_sockets(close).await
     }
@@ -218,6 +239,7 @@ impl Namespace {
     pub fn local_sockets(&self) -> Vec<Socket> {
         self.0.sockets.read().unwrap().values().cloned().collect()
     }
+    /// How many sockets this node holds in the namespace.
     pub fn local_socket_count(&self) -> usize {
         self.0.sockets.read().unwrap().len()
     }

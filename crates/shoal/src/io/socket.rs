@@ -50,6 +50,7 @@ pub enum AckError {
     Timeout,
     /// The socket disconnected before it answered.
     Disconnected,
+    /// The event could not be sent.
     Emit(EmitError),
     /// The cluster could not complete the request.
     Adapter(crate::adapter::AdapterError),

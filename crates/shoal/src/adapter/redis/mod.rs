@@ -68,6 +68,9 @@ pub fn factory(link: Arc<RedisLink>, options: RedisOptions) -> AdapterFactory {
 /// A broadcast received during a catch-up: its channel and payload.
 type HeldBroadcast = (String, Vec<u8>);
 
+/// The adapter of a cluster over Redis, compatible with the official
+/// `@socket.io/redis-adapter`: local delivery through a [`MemoryAdapter`], the rest
+/// through Redis.
 pub struct RedisAdapter {
     local: MemoryAdapter,
     nsp: String,
@@ -90,6 +93,7 @@ pub struct RedisAdapter {
 }
 
 impl RedisAdapter {
+    /// An adapter for the namespace `ns` over `link`.
     pub fn new(ns: &Arc<dyn LocalNamespace>, link: Arc<RedisLink>, options: RedisOptions) -> Arc<RedisAdapter> {
         let uid = wire::uid();
         let channels = Channels::new(&options.key, ns.name(), &uid);
