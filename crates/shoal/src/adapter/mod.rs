@@ -174,6 +174,11 @@ pub trait Adapter: Send + Sync + 'static {
 pub type AdapterFactory = Arc<dyn Fn(&Arc<dyn LocalNamespace>) -> Arc<dyn Adapter> + Send + Sync>;
 
 /// The factory of the in-memory adapter (the default).
+///
+/// ```
+/// let io = shoal::Server::builder().adapter(shoal::adapter::memory()).build();
+/// # let _ = io;
+/// ```
 pub fn memory() -> AdapterFactory {
     Arc::new(|ns: &Arc<dyn LocalNamespace>| Arc::new(MemoryAdapter::new(ns)) as Arc<dyn Adapter>)
 }

@@ -14,6 +14,19 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 /// Settings of a [`Server`], with the official defaults.
+///
+/// ```
+/// use shoal::Server;
+/// use std::time::Duration;
+///
+/// let io = Server::builder()
+///     .path("/realtime/")
+///     .ping_interval(Duration::from_secs(20))
+///     .max_payload(100_000)
+///     .max_rooms_per_socket(50)
+///     .build();
+/// assert_eq!(io.engine().config().path, "/realtime/");
+/// ```
 pub struct ServerBuilder {
     engine: EngineConfig,
     recovery: Option<RecoveryOptions>,

@@ -73,6 +73,26 @@ pub(crate) struct NamespaceShared {
 }
 
 /// A namespace. Cheap to clone: every clone is the same namespace.
+///
+/// ```
+/// use shoal::{ConnectError, Server, Socket};
+///
+/// let io = Server::builder().build();
+/// let admin = io.of("/admin");
+/// // Runs before each socket connects; an error refuses it (`connect_error` on the client).
+/// admin.middleware(|socket: Socket| async move {
+///     match socket.handshake().auth.get("token").and_then(|t| t.as_str()) {
+///         Some("secret") => Ok(()),
+///         _ => Err(ConnectError::new("not authorized")),
+///     }
+/// });
+/// admin.on_connection(|socket: Socket| async move {
+///     socket.join("admins");
+/// });
+/// // To everyone in room "admins" of "/admin", on every node.
+/// let _ = admin.to("admins").emit("notice", "maintenance at noon");
+/// assert_eq!(admin.name(), "/admin");
+/// ```
 #[derive(Clone)]
 pub struct Namespace(pub(crate) Arc<NamespaceShared>);
 

@@ -117,6 +117,27 @@ impl ServerShared {
 
 
 /// A Socket.IO server. Cheap to clone: every clone is the same server.
+///
+/// Built by [`Server::builder`]; served by [`crate::serve`] (or mounted in any hyper or
+/// tower app with [`Server::service`], or asked request by request with [`Server::handle`]).
+///
+/// ```
+/// use shoal::{Event, Server, Socket};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let io = Server::builder().build();
+/// io.on_connection(|socket: Socket| async move {
+///     socket.on("ping", |socket: Socket, event: Event| async move {
+///         let _ = socket.emit("pong", event.args);
+///     });
+/// });
+/// // An Engine.IO handshake, as a client's first long-polling request.
+/// let request = http::Request::get("/socket.io/?EIO=4&transport=polling").body(String::new()).unwrap();
+/// let response = io.handle(request).await;
+/// assert_eq!(response.status(), 200);
+/// assert_eq!(io.session_count(), 1);
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct Server {
     pub(super) shared: Arc<ServerShared>,

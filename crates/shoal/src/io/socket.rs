@@ -168,6 +168,29 @@ pub(crate) struct SocketShared {
 }
 
 /// A client's connection to one namespace. Cheap to clone: every clone is the same socket.
+///
+/// A socket is handed to the namespace's connection handlers; it takes event handlers
+/// ([`Socket::on`]), emits to its client, joins rooms and broadcasts to others.
+///
+/// ```
+/// use shoal::extract::{AckSender, Data};
+/// use shoal::{Server, Socket};
+///
+/// let io = Server::builder().build();
+/// io.on_connection(|socket: Socket| async move {
+///     socket.join("lobby");
+///     let _ = socket.emit("welcome", socket.id().to_string());
+///     // To everyone in the lobby but this socket.
+///     let _ = socket.to("lobby").emit("joined", socket.id().to_string());
+///     socket.on("rename", |socket: Socket, Data(name): Data<String>, ack: AckSender| async move {
+///         socket.set_data(name.as_str());
+///         let _ = ack.send(&true);
+///     });
+///     socket.on_disconnect(|socket: Socket, reason| async move {
+///         println!("{} left: {reason}", socket.id());
+///     });
+/// });
+/// ```
 #[derive(Clone)]
 pub struct Socket(pub(crate) Arc<SocketShared>);
 
@@ -282,7 +305,7 @@ impl Socket {
     ///     socket.on("echo", |socket: Socket, event: Event| async move {
     ///         let _ = socket.emit("echo", event.args);
     ///     });
-    ///     // Typed: two arguments, a string and a number, answered with their sum.
+    ///     // Typed: two numbers, answered with their sum.
     ///     socket.on("add", |Data((a, b)): Data<(i64, i64)>, ack: AckSender| async move {
     ///         ack.send(&(a + b))
     ///     });
