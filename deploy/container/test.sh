@@ -37,15 +37,19 @@ make_standins() {
     rm -rf "$work/rootfs"
     debootstrap --variant=minbase bookworm "$work/rootfs" http://deb.debian.org/debian
   fi
+  # The host's own CAs (e.g. of a TLS-inspecting proxy) are trusted in the stand-ins,
+  # so the build stage reaches crates.io and the npm registry as the host does.
+  mkdir -p "$work/rootfs/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$work/rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
   RUNTIME_IMAGE=shoal-standin/debian:bookworm
   tar -C "$work/rootfs" -c . | docker import - "$RUNTIME_IMAGE" >/dev/null
   sysroot="$(rustc --print sysroot)"
   RUST_IMAGE=shoal-standin/rust:local
   DOCKER_BUILDKIT=0 docker build -q --network host -t "$RUST_IMAGE" -f - "$sysroot" >/dev/null <<STANDIN
 FROM $RUNTIME_IMAGE
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev ca-certificates && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev ca-certificates && rm -rf /var/lib/apt/lists/* && update-ca-certificates
 COPY . /usr/local/rust
-ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin CARGO_HOME=/usr/local/cargo
+ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin CARGO_HOME=/usr/local/cargo NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 STANDIN
   echo "stand-in base images: $RUST_IMAGE, $RUNTIME_IMAGE"
 }
