@@ -14,11 +14,14 @@
 //! - `ask` `event`: asks the client `event` and acks with its typed answer `{ok}`;
 //! - `motd`: needs a state the server was never given: ack `{"error": ...}`.
 //!
+//! A catch-all listener reads every event's first argument as a number; for the events
+//! it does not fit, it stays silent (the event's own handler answers).
+//!
 //! Prints `LISTENING <port>` once it listens.
 
 use serde::{Deserialize, Serialize};
 use shoal::extract::{AckSender, Bin, Data, State};
-use shoal::{Server, Socket};
+use shoal::{Event, Server, Socket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +80,11 @@ impl std::fmt::Display for DivisionByZero {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn on_connection(socket: Socket) {
+    // A catch-all listener that only cares for events whose first argument is a number:
+    // for the others its `Data` does not fit, which it logs without answering for them.
+    socket.on_any(|Data(n): Data<f64>, event: Event| async move {
+        eprintln!("event {:?} with the number {n}", event.name);
+    });
     socket.on("chat", |socket: Socket, Data(chat): Data<Chat>, State(counter): State<Counter>, ack: AckSender| async move {
         let seq = counter.0.fetch_add(1, Ordering::Relaxed) + 1;
         let relayed = shoal::Value::from_serde(&Relayed { seq, text: &chat.text })?;

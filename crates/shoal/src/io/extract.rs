@@ -43,6 +43,9 @@
 //! did not send, the ack is `{"error": e.to_string()}`. Mind what `e` says: the client
 //! reads it.
 //!
+//! A catch-all listener ([`Socket::on_any`]) takes extractors too, but its failures are
+//! only logged: the ack is left to the event's own handler.
+//!
 //! [`ServerBuilder::with_state`]: crate::ServerBuilder::with_state
 
 use super::socket::{AckState, EventHandler};
@@ -303,17 +306,25 @@ impl<T: Send + 'static, E: std::fmt::Display + Send + 'static> HandlerResult for
 /// ([`FromEvent`]), returning a [`HandlerResult`]. `Args` is the tuple of its argument
 /// types; it is inferred.
 pub trait Handler<Args>: Send + Sync + 'static {
-    /// Extracts the arguments and runs the handler.
+    /// Extracts the arguments and runs the handler. With `answer_errors`, a failure is
+    /// also the ack (if one is due).
     #[doc(hidden)]
-    fn call(&self, socket: Socket, event: Event) -> BoxFuture<'static, ()>;
+    fn call(&self, socket: Socket, event: Event, answer_errors: bool) -> BoxFuture<'static, ()>;
 }
 
+/// A named event's handler: its failures are answered in the ack.
 pub(crate) fn into_event_handler<H: Handler<Args>, Args>(handler: H) -> EventHandler {
-    Arc::new(move |socket, event| handler.call(socket, event))
+    Arc::new(move |socket, event| handler.call(socket, event, true))
+}
+
+/// A catch-all listener: its failures are only logged, so that it never answers in the
+/// place of the event's own handler.
+pub(crate) fn into_any_handler<H: Handler<Args>, Args>(handler: H) -> EventHandler {
+    Arc::new(move |socket, event| handler.call(socket, event, false))
 }
 
 /// The handler did not run: an extractor failed.
-fn rejected(socket: &Socket, event: &Event, error: ExtractError) -> BoxFuture<'static, ()> {
+fn rejected(socket: &Socket, event: &Event, error: ExtractError, answer_errors: bool) -> BoxFuture<'static, ()> {
     match &error {
         ExtractError::MissingState(_) => {
             tracing::error!(socket = %socket.id(), nsp = %socket.ns().name(), event = %event.name, %error, "event dropped")
@@ -322,7 +333,7 @@ fn rejected(socket: &Socket, event: &Event, error: ExtractError) -> BoxFuture<'s
             tracing::debug!(socket = %socket.id(), nsp = %socket.ns().name(), event = %event.name, %error, "event dropped")
         }
     }
-    if let Some(ack) = &event.ack {
+    if let Some(ack) = event.ack.as_ref().filter(|_| answer_errors) {
         let _ = ack.send(error_object(error.client_message()));
     }
     Box::pin(std::future::ready(()))
@@ -333,7 +344,7 @@ fn error_object(message: String) -> Vec<Value> {
 }
 
 /// Runs the handler's future and reports its error, if any.
-fn finish<Fut>(fut: Fut, socket: &Socket, event: &Event) -> BoxFuture<'static, ()>
+fn finish<Fut>(fut: Fut, socket: &Socket, event: &Event, answer_errors: bool) -> BoxFuture<'static, ()>
 where
     Fut: Future + Send + 'static,
     Fut::Output: HandlerResult,
@@ -343,7 +354,7 @@ where
             let _ = fut.await;
         });
     }
-    let (socket, ack) = (socket.clone(), event.ack.clone());
+    let (socket, ack) = (socket.clone(), event.ack.clone().filter(|_| answer_errors));
     Box::pin(async move {
         if let Some(message) = fut.await.error_message() {
             tracing::debug!(socket = %socket.id(), nsp = %socket.ns().name(), error = %message, "event handler failed");
@@ -362,8 +373,8 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: HandlerResult,
 {
-    fn call(&self, socket: Socket, event: Event) -> BoxFuture<'static, ()> {
-        finish(self(), &socket, &event)
+    fn call(&self, socket: Socket, event: Event, answer_errors: bool) -> BoxFuture<'static, ()> {
+        finish(self(), &socket, &event, answer_errors)
     }
 }
 
@@ -378,18 +389,18 @@ macro_rules! handler_for {
             $last: FromEvent,
         {
             #[allow(non_snake_case)]
-            fn call(&self, socket: Socket, mut event: Event) -> BoxFuture<'static, ()> {
+            fn call(&self, socket: Socket, mut event: Event, answer_errors: bool) -> BoxFuture<'static, ()> {
                 $(
                     let $a = match $a::from_event(&socket, &event) {
                         Ok(v) => v,
-                        Err(e) => return rejected(&socket, &event, e),
+                        Err(e) => return rejected(&socket, &event, e, answer_errors),
                     };
                 )*
                 let $last = match $last::from_event_last(&socket, &mut event) {
                     Ok(v) => v,
-                    Err(e) => return rejected(&socket, &event, e),
+                    Err(e) => return rejected(&socket, &event, e, answer_errors),
                 };
-                finish(self($($a,)* $last), &socket, &event)
+                finish(self($($a,)* $last), &socket, &event, answer_errors)
             }
         }
     };

@@ -6,7 +6,7 @@ use super::broadcast::BroadcastOperator;
 use super::client::Client;
 use super::handshake::Handshake;
 use super::namespace::Namespace;
-use super::extract::{ack_from_args, into_event_handler, AckSendError, Handler};
+use super::extract::{ack_from_args, into_any_handler, into_event_handler, AckSendError, Handler};
 use super::{run_handler, DisconnectReason};
 use crate::adapter::{Room, SocketId};
 use crate::engine::{CloseReason, Session};
@@ -330,7 +330,7 @@ impl Socket {
     where
         H: Handler<Args>,
     {
-        self.0.any_handlers.write().unwrap().push(into_event_handler(handler));
+        self.0.any_handlers.write().unwrap().push(into_any_handler(handler));
     }
 
     /// Called when the socket disconnects, after it left its rooms.
