@@ -59,6 +59,17 @@ section "cargo test (release)"
 cargo test --release --workspace
 
 # ---------------------------------------------------------------------------
+section "crate package, API docs and deployment files"
+# The library's manifest is complete enough for crates.io (the package is built from
+# what it would upload), every public item is documented (missing docs and broken
+# links are errors), and the files under deploy/ pass their linters
+# (scripts/lint-deploy.sh; deploy/container/test.sh builds and runs the image where a
+# container engine works).
+cargo publish --dry-run --locked -p shoal
+RUSTDOCFLAGS="-D warnings" cargo doc -p shoal --no-deps
+bash scripts/lint-deploy.sh
+
+# ---------------------------------------------------------------------------
 section "fuzz targets, a few seconds each (fuzz/run.sh)"
 # libFuzzer, built on the stable toolchain with cargo-fuzz's instrumentation flags; its
 # C++ part needs a C++ compiler. Each target runs FUZZ_SECONDS (default 5) from the

@@ -13,6 +13,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use shoal::cluster::ServiceBody;
+use serde::{Deserialize, Serialize};
+use shoal::extract::{AckSender, Data};
 use shoal::{Event, Server, Socket, SocketIoService, Value};
 use std::convert::Infallible;
 use std::future::Future;
@@ -172,17 +174,12 @@ pub fn install(io: &Server) {
         let io = io2.clone();
         async move {
             let _ = io.emit("users", io.of("/").local_socket_count());
-            socket.on("chat message", |socket: Socket, ev: Event| async move {
-                // Accept only the shape the page sends, cut to sane lengths.
-                let (Some(name), Some(text)) =
-                    (ev.arg(0).get("name").and_then(Value::as_str), ev.arg(0).get("text").and_then(Value::as_str))
-                else {
-                    return;
-                };
-                let name: String = name.chars().take(MAX_NAME).collect();
-                let text: String = text.chars().take(MAX_TEXT).collect();
-                let msg = serde_json_object(&name, &text);
-                let _ = socket.ns().emit("chat message", msg);
+            // Only the shape the page sends is accepted (anything else is dropped by
+            // `Data`), cut to sane lengths.
+            socket.on("chat message", |socket: Socket, Data(msg): Data<ChatMessage>| async move {
+                let msg = ChatMessage { name: msg.name.chars().take(MAX_NAME).collect(), text: msg.text.chars().take(MAX_TEXT).collect() };
+                socket.ns().emit("chat message", Value::from_serde(&msg)?)?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             });
             install_checks(&socket, &io);
             let io = io.clone();
@@ -209,22 +206,33 @@ fn install_checks(socket: &Socket, io: &Server) {
     socket.on("echo", |_socket: Socket, ev: Event| async move {
         ev.ack(ev.args.clone());
     });
-    socket.on("join", |socket: Socket, ev: Event| async move {
-        let Some(room) = ev.arg(0).as_str().filter(|r| !r.is_empty() && r.len() <= MAX_ROOM) else { return };
-        if socket.rooms().len() > MAX_ROOMS_PER_SOCKET {
-            ev.ack(false);
+    socket.on("join", |socket: Socket, Data(room): Data<String>, ack: AckSender| async move {
+        if !valid_room(&room) {
             return;
         }
-        socket.join(room.to_owned());
-        ev.ack(true);
+        let joined = socket.rooms().len() <= MAX_ROOMS_PER_SOCKET;
+        if joined {
+            socket.join(room);
+        }
+        let _ = ack.send(&joined);
     });
-    socket.on("room message", |socket: Socket, ev: Event| async move {
-        let Some(room) = ev.arg(0).as_str().filter(|r| !r.is_empty() && r.len() <= MAX_ROOM) else { return };
-        let _ = socket.ns().to(room.to_owned()).emit("room message", (room, ev.arg(1).clone()));
-        ev.ack(true);
+    // The payload is relayed as it came (any JSON, binary included): a `Value`.
+    socket.on("room message", |socket: Socket, Data((room, payload)): Data<(String, Value)>, ack: AckSender| async move {
+        if !valid_room(&room) {
+            return;
+        }
+        let _ = socket.ns().to(room.as_str()).emit("room message", (room.as_str(), payload));
+        let _ = ack.send(&true);
     });
 }
 
-fn serde_json_object(name: &str, text: &str) -> Value {
-    Value::Object([("name".to_owned(), Value::from(name)), ("text".to_owned(), Value::from(text))].into_iter().collect())
+/// A chat line, as the page sends it and as it is relayed.
+#[derive(Serialize, Deserialize)]
+struct ChatMessage {
+    name: String,
+    text: String,
+}
+
+fn valid_room(room: &str) -> bool {
+    !room.is_empty() && room.len() <= MAX_ROOM
 }

@@ -332,7 +332,7 @@ fn panicking_events(socket: &Socket) {
     // In the handler's synchronous part (run inline, on the connection's task).
     socket.on("panic-now", |socket: Socket, _ev: Event| async move {
         socket.join("panicked");
-        panic!("panic-now asked by the client");
+        fail("panic-now asked by the client");
     });
     // In the app's closure itself, before it even returns a future.
     socket.on("panic-in-closure", |_socket: Socket, _ev: Event| {
@@ -344,13 +344,19 @@ fn panicking_events(socket: &Socket) {
     // After an await (the handler runs as a spawned task by then).
     socket.on("panic-later", |_socket: Socket, _ev: Event| async move {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        panic!("panic-later asked by the client");
+        fail("panic-later asked by the client");
     });
     // In the code that runs once the client's ack arrives.
     socket.on("panic-on-ack", |socket: Socket, _ev: Event| async move {
         let answer = socket.timeout(Duration::from_secs(5)).emit_with_ack("question", "ready?").await;
-        panic!("panic-on-ack: the client answered {answer:?}");
+        fail(&format!("panic-on-ack: the client answered {answer:?}"));
     });
+}
+
+/// Panics with `why`. A function returning `()`, so that a handler whose body only
+/// panics still has a result type (`()`) for `Socket::on`.
+fn fail(why: &str) {
+    panic!("{why}")
 }
 
 /// Server-side events from other nodes: `ping` is answered with this node's id, and

@@ -17,6 +17,8 @@
 //! The repository's `docs/architecture.md` has the rules between the layers and the path
 //! of a request, a broadcast and a forwarded request, file by file.
 
+#![warn(missing_docs)]
+
 pub mod adapter;
 pub mod admin;
 pub mod cluster;
@@ -33,6 +35,7 @@ pub use io::{
 #[cfg(feature = "redis")]
 pub use cluster::ClusterOptions;
 pub use cluster::TrustedProxies;
+pub use io::extract;
 pub use protocol::{IntoArgs, Parser, Value};
 pub use serve::{serve, serve_with, ServeOptions};
 pub use metrics::LimitHits;

@@ -134,6 +134,16 @@ export async function startTestapp(options = {}) {
 }
 
 /**
+ * Spawns another example of crates/shoal/examples that takes `--port` and prints
+ * `LISTENING <port>` (e.g. "typed"). Returns what startTestapp returns.
+ */
+export async function startExample(name, options = {}) {
+  const bin = path.join(TARGET_DIR, "release", "examples", name);
+  requireBinary(bin, `cargo build --release --example ${name} -p shoal`);
+  return startListening(name, bin, ["--port", String(options.port ?? 0)], options.port);
+}
+
+/**
  * Spawns the Node.js Socket.IO peer of tests/js/peers/node-server.mjs (socket.io with the
  * official Redis adapter, the same event contract as the test app) with this Node binary.
  * options: { port (default 0), redis (URL, required), nodeId, requestsTimeout, parser ("msgpack") }

@@ -10,6 +10,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
+/// The handshake of a socket (`socket.handshake`), with the official server's fields.
 pub struct Handshake {
     /// Request headers, names in lower case (repeated headers joined with ", ").
     pub headers: IndexMap<String, String>,
@@ -19,11 +20,13 @@ pub struct Handshake {
     pub address: String,
     /// True if the request had an `Origin` header (a cross-domain browser request).
     pub xdomain: bool,
+    /// True if the request came over TLS (as the server or a trusted proxy saw it).
     pub secure: bool,
     /// When the session was created, in milliseconds since the Unix epoch.
     pub issued: u64,
     /// The request URL (path and query) of the handshake.
     pub url: String,
+    /// The handshake URL's query parameters, percent-decoded.
     pub query: IndexMap<String, String>,
     /// The payload of the client's CONNECT packet (`{}` when absent).
     pub auth: Value,

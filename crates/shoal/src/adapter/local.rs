@@ -63,9 +63,11 @@ pub trait LocalNamespace: Send + Sync + 'static {
 pub struct ServerAck(Box<dyn FnOnce(Vec<Value>) + Send>);
 
 impl ServerAck {
+    /// An ack that calls `f` with the answer's arguments.
     pub fn new(f: impl FnOnce(Vec<Value>) + Send + 'static) -> ServerAck {
         ServerAck(Box::new(f))
     }
+    /// Answers the server-side event with `args` (once: it is consumed).
     pub fn send(self, args: impl IntoArgs) {
         (self.0)(args.into_args())
     }

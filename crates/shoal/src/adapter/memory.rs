@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+/// The adapter of a single process: rooms kept in memory, broadcasts to local sockets only
+/// (the default; the Redis adapter builds on it).
 pub struct MemoryAdapter {
     ns: Weak<dyn LocalNamespace>,
     rooms: LocalRooms,
@@ -16,6 +18,7 @@ pub struct MemoryAdapter {
 }
 
 impl MemoryAdapter {
+    /// An adapter for the namespace `ns` (with a recovery log if the server has recovery on).
     pub fn new(ns: &Arc<dyn LocalNamespace>) -> MemoryAdapter {
         MemoryAdapter { ns: Arc::downgrade(ns), rooms: LocalRooms::default(), log: ns.recovery().cloned().map(PacketLog::new) }
     }
@@ -80,6 +83,7 @@ impl MemoryAdapter {
         AckResponses { responses, expected, timed_out }
     }
 
+    /// The local sockets that `opts` targets.
     pub fn fetch_local(&self, opts: &BroadcastOptions) -> Vec<SocketInfo> {
         let Some(ns) = self.ns.upgrade() else { return vec![] };
         self.rooms
@@ -93,6 +97,7 @@ impl MemoryAdapter {
             .collect()
     }
 
+    /// Makes the local sockets that `opts` targets join `rooms`.
     pub fn add_sockets_local(&self, opts: &BroadcastOptions, rooms: &[Room]) {
         let ids = self.rooms.matching(opts);
         for id in &ids {
@@ -101,6 +106,7 @@ impl MemoryAdapter {
         self.changed(&ids);
     }
 
+    /// Makes the local sockets that `opts` targets leave `rooms`.
     pub fn del_sockets_local(&self, opts: &BroadcastOptions, rooms: &[Room]) {
         let ids = self.rooms.matching(opts);
         for id in &ids {
@@ -118,6 +124,7 @@ impl MemoryAdapter {
         }
     }
 
+    /// Disconnects the local sockets that `opts` targets (with `close`, their whole connection).
     pub fn disconnect_local(&self, opts: &BroadcastOptions, close: bool) {
         if let Some(ns) = self.ns.upgrade() {
             ns.disconnect(&self.rooms.matching(opts), close);
@@ -131,6 +138,7 @@ pub enum AckNext {
     Ack(Value),
     /// Every socket acked or disconnected.
     Closed,
+    /// The deadline passed first.
     Timeout,
 }
 
@@ -144,6 +152,7 @@ pub struct AckReceiver {
 }
 
 impl AckReceiver {
+    /// The next ack, or why there is none, waiting at most until `deadline`.
     pub async fn next(&mut self, deadline: Option<tokio::time::Instant>) -> AckNext {
         let next = match deadline {
             Some(d) => match tokio::time::timeout_at(d, self.rx.recv()).await {

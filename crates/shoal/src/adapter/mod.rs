@@ -30,7 +30,9 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A room's name. A socket's id is also a room (the socket alone).
 pub type Room = Arc<str>;
+/// A socket's id, unique in the cluster.
 pub type SocketId = Arc<str>;
 
 /// Flags of a broadcast, as the official `BroadcastFlags`.
@@ -48,24 +50,37 @@ pub struct BroadcastFlags {
 /// sockets when empty), minus sockets in any of `except`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BroadcastOptions {
+    /// Sockets in any of these rooms; every socket when empty.
     pub rooms: Vec<Room>,
+    /// Sockets in any of these rooms are left out.
     pub except: Vec<Room>,
+    /// `local`, `volatile` and the timeout of acks.
     pub flags: BroadcastFlags,
 }
 
 /// A socket as seen by `fetch_sockets`: possibly on another node.
 #[derive(Clone, Debug)]
 pub struct SocketInfo {
+    /// The socket's id.
     pub id: SocketId,
+    /// Its handshake.
     pub handshake: Handshake,
+    /// Its rooms, its own id included.
     pub rooms: Vec<Room>,
+    /// Its `socket.data`.
     pub data: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a cluster operation failed.
 pub enum AdapterError {
     /// Not every node answered a request in time.
-    Timeout { waited: Duration, missing: usize },
+    Timeout {
+        /// How long it waited.
+        waited: Duration,
+        /// How many nodes did not answer.
+        missing: usize,
+    },
     /// The cluster transport (e.g. Redis) is unavailable.
     Unavailable(String),
     /// A node answered with something that could not be understood.
@@ -159,6 +174,11 @@ pub trait Adapter: Send + Sync + 'static {
 pub type AdapterFactory = Arc<dyn Fn(&Arc<dyn LocalNamespace>) -> Arc<dyn Adapter> + Send + Sync>;
 
 /// The factory of the in-memory adapter (the default).
+///
+/// ```
+/// let io = shoal::Server::builder().adapter(shoal::adapter::memory()).build();
+/// # let _ = io;
+/// ```
 pub fn memory() -> AdapterFactory {
     Arc::new(|ns: &Arc<dyn LocalNamespace>| Arc::new(MemoryAdapter::new(ns)) as Arc<dyn Adapter>)
 }

@@ -34,16 +34,22 @@ impl Default for RecoveryOptions {
 /// What is kept of a socket that may come back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PersistedSession {
+    /// The private session id the client sends back to recover.
     pub pid: String,
+    /// The socket's id, given back on recovery.
     pub id: SocketId,
+    /// Its rooms, without its own id.
     pub rooms: Vec<Room>,
+    /// Its `socket.data`.
     pub data: Value,
 }
 
 /// A session given back to a reconnecting client, with the packets it missed, in order.
 #[derive(Clone, Debug)]
 pub struct RestoredSession {
+    /// The session as it was at the disconnection.
     pub session: PersistedSession,
+    /// The packets broadcast to it since, oldest first.
     pub missed: Vec<Packet>,
 }
 
@@ -54,6 +60,8 @@ struct Stored {
     at: Instant,
 }
 
+/// The log of connection state recovery: recent broadcasts with their offsets, and the
+/// sessions of disconnected sockets, each kept for the recovery duration.
 pub struct PacketLog {
     options: RecoveryOptions,
     epoch: String,
@@ -70,12 +78,14 @@ struct Inner {
 }
 
 impl PacketLog {
+    /// An empty log with these options.
     pub fn new(options: RecoveryOptions) -> PacketLog {
         // Offsets of this process differ from those of any earlier one.
         let epoch = super::random_id(8);
         PacketLog { options, epoch, inner: Mutex::new(Inner::default()) }
     }
 
+    /// The options it was made with.
     pub fn options(&self) -> &RecoveryOptions {
         &self.options
     }
@@ -143,6 +153,7 @@ impl PacketLog {
         self.inner.lock().unwrap().offsets.contains(offset)
     }
 
+    /// Keeps a disconnected socket's session for the recovery duration.
     pub fn persist(&self, session: PersistedSession) {
         let mut inner = self.inner.lock().unwrap();
         inner.sessions.insert(session.pid.clone(), (session, Instant::now()));

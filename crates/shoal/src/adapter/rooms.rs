@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 #[derive(Default)]
+/// The rooms of one namespace on this node: which sockets each room holds, and the
+/// rooms of each socket.
 pub struct LocalRooms {
     inner: RwLock<Index>,
 }
@@ -19,6 +21,7 @@ struct Index {
 }
 
 impl LocalRooms {
+    /// Puts the socket in every room.
     pub fn add_all(&self, id: &SocketId, rooms: &[Room]) {
         let mut index = self.inner.write().unwrap();
         for room in rooms {
@@ -27,6 +30,7 @@ impl LocalRooms {
         }
     }
 
+    /// Takes the socket out of the room.
     pub fn del(&self, id: &SocketId, room: &Room) {
         let mut index = self.inner.write().unwrap();
         if let Some(rooms) = index.rooms_of.get_mut(id) {
@@ -40,6 +44,7 @@ impl LocalRooms {
         }
     }
 
+    /// Takes the socket out of every room.
     pub fn del_all(&self, id: &SocketId) {
         let mut index = self.inner.write().unwrap();
         if let Some(rooms) = index.rooms_of.remove(id) {
@@ -54,6 +59,7 @@ impl LocalRooms {
         }
     }
 
+    /// The socket's rooms, sorted.
     pub fn socket_rooms(&self, id: &SocketId) -> Vec<Room> {
         let index = self.inner.read().unwrap();
         let mut rooms: Vec<Room> = index.rooms_of.get(id).map(|r| r.iter().cloned().collect()).unwrap_or_default();
@@ -72,6 +78,7 @@ impl LocalRooms {
         self.inner.read().unwrap().members.contains_key(room)
     }
 
+    /// Every room with at least one socket.
     pub fn rooms(&self) -> Vec<Room> {
         self.inner.read().unwrap().members.keys().cloned().collect()
     }

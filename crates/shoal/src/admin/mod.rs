@@ -58,7 +58,12 @@ pub enum AdminAuth {
     /// A username and the bcrypt hash (`$2a$`, `$2b$`, `$2y$`) of the password. After a
     /// login the UI gets a session id (valid 24 hours, on the node that issued it) so
     /// that a page reload needs no password.
-    Basic { username: String, password_hash: String },
+    Basic {
+        /// The login name the UI's form must carry.
+        username: String,
+        /// The bcrypt hash of the password (never the password itself).
+        password_hash: String,
+    },
 }
 
 /// How much the UI is told.

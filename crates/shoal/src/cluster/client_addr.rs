@@ -44,6 +44,7 @@ impl TrustedProxies {
         Ok(TrustedProxies { nets })
     }
 
+    /// True if `ip` is one of the trusted proxies.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.nets.iter().any(|(net, bits)| in_net(ip, *net, *bits))

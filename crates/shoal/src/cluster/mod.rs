@@ -48,6 +48,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How a node joins its cluster, for [`crate::ServerBuilder::cluster`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use shoal::cluster::ClusterOptions;
+/// use std::time::Duration;
+///
+/// let redis = shoal::adapter::redis::RedisLink::connect("redis://redis:6379").await?;
+/// let mut options = ClusterOptions::new(redis, "10.0.0.5:3000");
+/// options.key = "chat".into();
+/// options.requests_timeout = Duration::from_secs(2);
+/// let io = shoal::Server::builder().node_id("n1").cluster(options).start().await?;
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+/// shoal::serve(listener, io.service(), async { let _ = tokio::signal::ctrl_c().await; }).await?;
+/// io.drain(Duration::from_secs(2)).await;
+/// # Ok(()) }
+/// ```
 #[cfg(feature = "redis")]
 #[derive(Clone)]
 pub struct ClusterOptions {

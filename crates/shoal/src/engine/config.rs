@@ -7,13 +7,18 @@ use std::time::Duration;
 /// Which transports a client may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transports {
+    /// HTTP long-polling is allowed.
     pub polling: bool,
+    /// WebSocket is allowed.
     pub websocket: bool,
 }
 
 impl Transports {
+    /// Both transports (the default).
     pub const ALL: Transports = Transports { polling: true, websocket: true };
+    /// HTTP long-polling only.
     pub const POLLING: Transports = Transports { polling: true, websocket: false };
+    /// WebSocket only.
     pub const WEBSOCKET: Transports = Transports { polling: false, websocket: true };
 
     /// Parses a list such as `polling,websocket`.
@@ -46,6 +51,7 @@ pub struct Cors {
 pub type AllowRequest = Arc<dyn Fn(&Parts) -> Result<(), String> + Send + Sync>;
 
 #[derive(Clone)]
+/// The settings of the Engine.IO server, with their defaults (`EngineConfig::default()`).
 pub struct EngineConfig {
     /// URL path the engine answers on, with leading and trailing slash.
     pub path: String,
@@ -55,9 +61,11 @@ pub struct EngineConfig {
     pub ping_timeout: Duration,
     /// Largest message or polling body a client may send, in bytes (default 1 MB).
     pub max_payload: usize,
+    /// The transports clients may use (default: both).
     pub transports: Transports,
     /// `None`: no CORS headers at all (same-origin only for browsers).
     pub cors: Option<Cors>,
+    /// A check of each handshake request (default: none, every request may open a session).
     pub allow_request: Option<AllowRequest>,
     /// How long a client has to finish an upgrade to WebSocket (default 10 s).
     pub upgrade_timeout: Duration,

@@ -13,6 +13,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// An accepted TCP connection, with the bytes read ahead (PROXY protocol sniffing) replayed
+/// first, and an optional idle timeout.
 pub struct Conn {
     replay: Vec<u8>,
     at: usize,

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// The body of every answer of the engine.
 pub type ResponseBody = Full<Bytes>;
 
 /// The peer address of the TCP connection a request came on, as a request extension.
@@ -33,15 +34,22 @@ pub struct Relayed;
 /// The error codes of the Engine.IO protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
+    /// The `transport` query parameter is missing or not allowed.
     UnknownTransport = 0,
+    /// No session has this `sid`.
     UnknownSid = 1,
+    /// A handshake must be a GET.
     BadHandshakeMethod = 2,
+    /// The request is malformed.
     BadRequest = 3,
+    /// The handshake was refused by `allow_request`.
     Forbidden = 4,
+    /// The `EIO` query parameter is not 4.
     UnsupportedProtocolVersion = 5,
 }
 
 impl ErrorCode {
+    /// The official server's message for this code.
     pub fn message(self) -> &'static str {
         match self {
             ErrorCode::UnknownTransport => "Transport unknown",
@@ -57,8 +65,11 @@ impl ErrorCode {
 /// The query parameters the protocol reads, percent-decoded.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Query {
+    /// `EIO`: the protocol version.
     pub eio: Option<String>,
+    /// `transport`: `polling` or `websocket`.
     pub transport: Option<String>,
+    /// `sid`: the session id, on every request after the handshake.
     pub sid: Option<String>,
     /// One of the three was given more than once: the request is ambiguous, and every
     /// layer (the engine, the cluster ingress) must read it the same way, so it is refused.

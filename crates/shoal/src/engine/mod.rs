@@ -30,7 +30,9 @@ use std::sync::{Arc, RwLock};
 /// A complete message from a client.
 #[derive(Debug, Clone)]
 pub enum Message {
+    /// A text message.
     Text(String),
+    /// A binary message.
     Binary(Bytes),
 }
 
@@ -110,6 +112,7 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine with `config` that hands its sessions to `handler`.
     pub fn new(config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Engine {
         Engine::with_limit_hits(config, handler, Default::default())
     }
@@ -128,6 +131,7 @@ impl Engine {
         }
     }
 
+    /// Its configuration.
     pub fn config(&self) -> &EngineConfig {
         &self.shared.config
     }
@@ -147,10 +151,12 @@ impl Engine {
         http::handle(&self.shared, req).await
     }
 
+    /// The open session with this id, if any.
     pub fn session(&self, sid: &str) -> Option<Arc<Session>> {
         self.shared.get(sid)
     }
 
+    /// How many sessions are open.
     pub fn session_count(&self) -> usize {
         self.shared.session_count()
     }
@@ -169,6 +175,7 @@ impl Engine {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// True once the engine refuses new sessions (the node drains).
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutting_down.load(Ordering::SeqCst)
     }

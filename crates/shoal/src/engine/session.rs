@@ -34,6 +34,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The official reason string.
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::TransportClose => "transport close",
@@ -55,8 +56,11 @@ impl std::fmt::Display for CloseReason {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The transport a session currently uses.
 pub enum TransportKind {
+    /// HTTP long-polling.
     Polling,
+    /// WebSocket.
     WebSocket,
 }
 
@@ -74,11 +78,15 @@ pub enum ProtocolVersion {
 /// What the client sent when it opened the session.
 #[derive(Debug)]
 pub struct HandshakeRequest {
+    /// The request headers.
     pub headers: http::HeaderMap,
+    /// The request URI (path and query).
     pub uri: http::Uri,
     /// The client's address (the peer, or what a trusted proxy said).
     pub address: SocketAddr,
+    /// When the session was opened.
     pub issued: SystemTime,
+    /// True if the request came over TLS.
     pub secure: bool,
 }
 
@@ -121,8 +129,12 @@ pub(crate) struct State {
     pub next_ping: tokio::time::Instant,
 }
 
+/// One Engine.IO session: a client connection that outlives its transport (polling
+/// requests, then maybe a WebSocket), with its outbound queue and heartbeat.
 pub struct Session {
+    /// The session id (prefixed with the owner node's id in a cluster).
     pub sid: Arc<str>,
+    /// The request that opened it.
     pub handshake: HandshakeRequest,
     /// The protocol revision of the client.
     protocol: ProtocolVersion,
@@ -209,6 +221,7 @@ impl Session {
         Ok(())
     }
 
+    /// Queues a packet for the client; an error once the session is closed.
     pub fn send(&self, packet: OutPacket) -> Result<(), SessionClosed> {
         self.send_all(std::iter::once(packet))
     }
@@ -218,6 +231,7 @@ impl Session {
         self.state.lock().unwrap().outbox_bytes
     }
 
+    /// The transport it uses now.
     pub fn transport(&self) -> TransportKind {
         self.state.lock().unwrap().transport
     }
@@ -234,6 +248,7 @@ impl Session {
         st.upgrade_claimed && st.transport == TransportKind::Polling && st.closed.is_none()
     }
 
+    /// True once the session is closed.
     pub fn is_closed(&self) -> bool {
         self.state.lock().unwrap().closed.is_some()
     }
@@ -291,6 +306,7 @@ impl Session {
         }
     }
 
+    /// Why it closed, once it did.
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.state.lock().unwrap().closed
     }

@@ -8,11 +8,17 @@
 /// A frame's opcode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Opcode {
+    /// A continuation of a fragmented message.
     Continuation,
+    /// A text message (UTF-8).
     Text,
+    /// A binary message.
     Binary,
+    /// The closing handshake.
     Close,
+    /// A ping (answered with a pong).
     Ping,
+    /// A pong.
     Pong,
 }
 
@@ -67,8 +73,11 @@ impl std::fmt::Display for FrameError {
 /// One frame from a client, unmasked.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Frame {
+    /// True on the last frame of a message.
     pub fin: bool,
+    /// The frame's opcode.
     pub opcode: Opcode,
+    /// Its payload, unmasked.
     pub payload: Vec<u8>,
 }
 
@@ -166,9 +175,13 @@ pub struct Assembler {
 /// What a client's frame amounts to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
+    /// A whole text message.
     Text(String),
+    /// A whole binary message.
     Binary(Vec<u8>),
+    /// A ping with its payload (to echo in the pong).
     Ping(Vec<u8>),
+    /// A pong.
     Pong,
     /// The close frame's payload (status code and reason), echoed back.
     Close(Vec<u8>),

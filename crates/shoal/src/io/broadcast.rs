@@ -12,6 +12,17 @@ use crate::protocol::{IntoArgs, Value};
 use std::time::Duration;
 
 #[derive(Clone)]
+/// The targets of a broadcast, built by chaining `to`, `except`, `local`, `volatile`,
+/// `timeout`, and the operation that ends the chain (`emit`, `emit_with_ack`,
+/// `fetch_sockets`, `sockets_join`, `sockets_leave`, `disconnect_sockets`).
+///
+/// ```
+/// let io = shoal::Server::builder().build();
+/// // Everyone in room "game" but not in room "spectators", on every node.
+/// let _ = io.to("game").except("spectators").emit("tick", 42);
+/// // Only this node's sockets, dropped for clients that are behind.
+/// let _ = io.local().volatile().emit("cursor", (10, 20));
+/// ```
 pub struct BroadcastOperator {
     ns: Namespace,
     opts: BroadcastOptions,
@@ -58,6 +69,7 @@ impl BroadcastOperator {
         self
     }
 
+    /// Who it targets so far.
     pub fn options(&self) -> &BroadcastOptions {
         &self.opts
     }
@@ -123,30 +135,38 @@ pub struct RemoteSocket {
 }
 
 impl RemoteSocket {
+    /// The socket's id.
     pub fn id(&self) -> &SocketId {
         &self.info.id
     }
+    /// Its rooms, its own id included.
     pub fn rooms(&self) -> &[Room] {
         &self.info.rooms
     }
+    /// Its `socket.data`.
     pub fn data(&self) -> &Value {
         &self.info.data
     }
+    /// Its handshake.
     pub fn handshake(&self) -> &Handshake {
         &self.info.handshake
     }
     fn only_me(&self) -> BroadcastOperator {
         BroadcastOperator::new(self.ns.clone()).to(self.info.id.clone())
     }
+    /// Sends the socket an event, wherever it is.
     pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
         self.only_me().emit(event, args)
     }
+    /// Makes the socket join `rooms`, wherever it is.
     pub async fn join(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) -> Result<(), AdapterError> {
         self.only_me().sockets_join(rooms).await
     }
+    /// Makes the socket leave `rooms`, wherever it is.
     pub async fn leave(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) -> Result<(), AdapterError> {
         self.only_me().sockets_leave(rooms).await
     }
+    /// Disconnects the socket, wherever it is (with `close`, its whole connection).
     pub async fn disconnect(&self, close: bool) -> Result<(), AdapterError> {
         self.only_me().disconnect_sockets(close).await
     }

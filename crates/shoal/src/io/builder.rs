@@ -2,6 +2,7 @@
 //! node and `start` for a node that joins a cluster.
 
 use super::engine_handler::{ConnectDeadlines, Handler};
+use super::extract::StateMap;
 use super::server::{EventRateLimit, ServerConfig, SocketLimits};
 use super::{Server, ServerShared};
 use crate::adapter::{AdapterFactory, RecoveryOptions};
@@ -14,6 +15,19 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 /// Settings of a [`Server`], with the official defaults.
+///
+/// ```
+/// use shoal::Server;
+/// use std::time::Duration;
+///
+/// let io = Server::builder()
+///     .path("/realtime/")
+///     .ping_interval(Duration::from_secs(20))
+///     .max_payload(100_000)
+///     .max_rooms_per_socket(50)
+///     .build();
+/// assert_eq!(io.engine().config().path, "/realtime/");
+/// ```
 pub struct ServerBuilder {
     engine: EngineConfig,
     recovery: Option<RecoveryOptions>,
@@ -25,6 +39,7 @@ pub struct ServerBuilder {
     event_rate: EventRateLimit,
     max_rooms_per_socket: usize,
     max_namespaces_per_session: usize,
+    states: HashMap<std::any::TypeId, Box<dyn std::any::Any + Send + Sync>>,
     #[cfg(feature = "redis")]
     cluster: Option<crate::cluster::ClusterOptions>,
 }
@@ -62,6 +77,7 @@ impl Default for ServerBuilder {
             event_rate: EventRateLimit::default(),
             max_rooms_per_socket: 1_000,
             max_namespaces_per_session: 32,
+            states: HashMap::new(),
             #[cfg(feature = "redis")]
             cluster: None,
         }
@@ -69,6 +85,30 @@ impl Default for ServerBuilder {
 }
 
 impl ServerBuilder {
+    /// Shared state for handlers, read with the [`State<T>`](crate::extract::State)
+    /// extractor: one value per type (a second value of the same type replaces the
+    /// first), cloned for each handler that asks for it. No state by default.
+    ///
+    /// ```
+    /// use shoal::extract::State;
+    /// use shoal::{Server, Socket};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct Scores(Arc<Mutex<Vec<u32>>>);
+    ///
+    /// let io = Server::builder().with_state(Scores::default()).build();
+    /// io.on_connection(|socket: Socket| async move {
+    ///     socket.on("score", |State(scores): State<Scores>, shoal::extract::Data(n): shoal::extract::Data<u32>| async move {
+    ///         scores.0.lock().unwrap().push(n);
+    ///     });
+    /// });
+    /// ```
+    pub fn with_state<T: Clone + Send + Sync + 'static>(mut self, state: T) -> Self {
+        self.states.insert(std::any::TypeId::of::<T>(), Box::new(state));
+        self
+    }
+
     /// URL path (default `/socket.io/`).
     pub fn path(mut self, path: &str) -> Self {
         let mut p = path.trim_end_matches('/').to_owned();
@@ -99,6 +139,7 @@ impl ServerBuilder {
         self.engine.transports = t;
         self
     }
+    /// CORS for browsers on other origins (default: none, same origin only).
     pub fn cors(mut self, cors: Cors) -> Self {
         self.engine.cors = Some(cors);
         self
@@ -204,10 +245,12 @@ impl ServerBuilder {
         self.recovery = Some(options);
         self
     }
+    /// The adapter of each namespace (default: [`adapter::memory`](crate::adapter::memory), one process).
     pub fn adapter(mut self, factory: AdapterFactory) -> Self {
         self.adapter = factory;
         self
     }
+    /// The engine settings so far.
     pub fn engine_config(&self) -> &EngineConfig {
         &self.engine
     }
@@ -320,6 +363,7 @@ impl ServerBuilder {
                 adapter: self.adapter,
                 trusted_proxies: self.trusted_proxies,
                 limits,
+                state: StateMap::new(self.states),
             },
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),

@@ -31,6 +31,7 @@ mod broadcast;
 mod builder;
 mod client;
 mod engine_handler;
+pub mod extract;
 mod handshake;
 mod namespace;
 mod observer;
@@ -55,14 +56,23 @@ use std::task::{Context, Poll};
 /// Why a socket disconnected, with the official reason strings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DisconnectReason {
+    /// The connection was closed (the client closed the page, or the network dropped).
     TransportClose,
+    /// The client did not answer a ping in time.
     PingTimeout,
+    /// The transport failed (or the client was too slow to read).
     TransportError,
+    /// The client sent something that is not the protocol.
     ParseError,
+    /// The session was closed by the server (`socket.disconnect(true)`).
     ForcedClose,
+    /// The server is shutting down (drain).
     ServerShuttingDown,
+    /// The client left the namespace (`socket.disconnect()` on the client).
     ClientNamespaceDisconnect,
+    /// The server made the socket leave the namespace (`socket.disconnect(false)`).
     ServerNamespaceDisconnect,
+    /// The server closed the whole connection.
     ForcedServerClose,
 }
 
@@ -75,6 +85,7 @@ impl DisconnectReason {
         )
     }
 
+    /// The official reason string (`"transport close"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             DisconnectReason::TransportClose => "transport close",

@@ -21,14 +21,18 @@ use std::time::Duration;
 /// `err.message` and `err.data`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectError {
+    /// The message the client gets in its `connect_error` event (`err.message`).
     pub message: String,
+    /// Extra data for the client (`err.data`).
     pub data: Option<Value>,
 }
 
 impl ConnectError {
+    /// A refusal with a message.
     pub fn new(message: impl Into<String>) -> ConnectError {
         ConnectError { message: message.into(), data: None }
     }
+    /// A refusal with a message and data.
     pub fn with_data(message: impl Into<String>, data: impl Into<Value>) -> ConnectError {
         ConnectError { message: message.into(), data: Some(data.into()) }
     }
@@ -87,9 +91,31 @@ pub(crate) struct NamespaceShared {
     observer: super::ObserverSlot,
     parser: Parser,
     pub(super) limits: super::server::SocketLimits,
+    /// What `ServerBuilder::with_state` was given, for the `State<T>` extractor.
+    pub(super) state: super::extract::StateMap,
 }
 
 /// A namespace. Cheap to clone: every clone is the same namespace.
+///
+/// ```
+/// use shoal::{ConnectError, Server, Socket};
+///
+/// let io = Server::builder().build();
+/// let admin = io.of("/admin");
+/// // Runs before each socket connects; an error refuses it (`connect_error` on the client).
+/// admin.middleware(|socket: Socket| async move {
+///     match socket.handshake().auth.get("token").and_then(|t| t.as_str()) {
+///         Some("secret") => Ok(()),
+///         _ => Err(ConnectError::new("not authorized")),
+///     }
+/// });
+/// admin.on_connection(|socket: Socket| async move {
+///     socket.join("admins");
+/// });
+/// // To everyone in room "admins" of "/admin", on every node.
+/// let _ = admin.to("admins").emit("notice", "maintenance at noon");
+/// assert_eq!(admin.name(), "/admin");
+/// ```
 #[derive(Clone)]
 pub struct Namespace(pub(crate) Arc<NamespaceShared>);
 
@@ -98,6 +124,7 @@ pub struct Namespace(pub(crate) Arc<NamespaceShared>);
 pub struct WeakNamespace(Weak<NamespaceShared>);
 
 impl WeakNamespace {
+    /// The namespace, if it still exists.
     pub fn upgrade(&self) -> Option<Namespace> {
         self.0.upgrade().map(Namespace)
     }
@@ -123,6 +150,7 @@ impl Namespace {
             observer: server.observer.clone(),
             parser: server.config.parser,
             limits: server.config.limits.clone(),
+            state: server.config.state.clone(),
         }));
         let view: Arc<dyn LocalNamespace> = ns.0.clone();
         let adapter = (server.config.adapter)(&view);
@@ -130,6 +158,7 @@ impl Namespace {
         ns
     }
 
+    /// Its name, with the leading `/`.
     pub fn name(&self) -> &str {
         &self.0.name
     }
@@ -141,9 +170,12 @@ impl Namespace {
     pub fn parser(&self) -> Parser {
         self.0.parser
     }
+
+    /// A reference that does not keep the namespace alive.
     pub fn downgrade(&self) -> WeakNamespace {
         WeakNamespace(Arc::downgrade(&self.0))
     }
+    /// Its adapter (local, or the cluster's).
     pub fn adapter(&self) -> &Arc<dyn Adapter> {
         self.0.adapter.get().expect("adapter is set at creation")
     }
@@ -188,21 +220,27 @@ impl Namespace {
     pub fn broadcast(&self) -> BroadcastOperator {
         BroadcastOperator::new(self.clone())
     }
+    /// A broadcast to `room` (chain more with `to`).
     pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).to(room)
     }
+    /// The same as [`Namespace::to`].
     pub fn within(&self, room: impl Into<Room>) -> BroadcastOperator {
         self.to(room)
     }
+    /// A broadcast to every socket but those in `room`.
     pub fn except(&self, room: impl Into<Room>) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).except(room)
     }
+    /// A broadcast to this node's sockets only.
     pub fn local(&self) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).local()
     }
+    /// A broadcast that may be dropped for clients that are not ready (unsent data queued).
     pub fn volatile(&self) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).volatile()
     }
+    /// A broadcast whose acks are awaited at most `timeout`.
     pub fn timeout(&self, timeout: Duration) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).timeout(timeout)
     }
@@ -210,18 +248,25 @@ impl Namespace {
     pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
         BroadcastOperator::new(self.clone()).emit(event, args)
     }
+    /// Emits to every socket, on every node, and collects their acks (the first argument
+    /// of each; see [`BroadcastOperator::emit_with_ack`]).
     pub async fn emit_with_ack(&self, event: &str, args: impl IntoArgs) -> Result<Vec<Value>, AckError> {
         BroadcastOperator::new(self.clone()).emit_with_ack(event, args).await
     }
+    /// The sockets of the namespace, on every node.
     pub async fn fetch_sockets(&self) -> Result<Vec<RemoteSocket>, AdapterError> {
         BroadcastOperator::new(self.clone()).fetch_sockets().await
     }
+    /// Makes every socket of the namespace join `rooms`, on every node.
     pub async fn sockets_join(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) -> Result<(), AdapterError> {
         BroadcastOperator::new(self.clone()).sockets_join(rooms).await
     }
+    /// Makes every socket of the namespace leave `rooms`, on every node.
     pub async fn sockets_leave(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) -> Result<(), AdapterError> {
         BroadcastOperator::new(self.clone()).sockets_leave(rooms).await
     }
+    /// Disconnects every socket of the namespace, on every node (with `close`, their
+    /// whole connections).
     pub async fn disconnect_sockets(&self, close: bool) -> Result<(), AdapterError> {
         BroadcastOperator::new(self.clone()).disconnect_sockets(close).await
     }
@@ -244,6 +289,7 @@ impl Namespace {
     pub fn local_sockets(&self) -> Vec<Socket> {
         self.0.sockets.read().unwrap().values().cloned().collect()
     }
+    /// How many sockets this node holds in the namespace.
     pub fn local_socket_count(&self) -> usize {
         self.0.sockets.read().unwrap().len()
     }

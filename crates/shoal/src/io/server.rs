@@ -24,6 +24,7 @@ pub(crate) struct ServerConfig {
     pub adapter: AdapterFactory,
     pub trusted_proxies: crate::cluster::TrustedProxies,
     pub limits: SocketLimits,
+    pub state: super::extract::StateMap,
 }
 
 /// The limits on what one client does at the Socket.IO level, with the counter they
@@ -50,8 +51,11 @@ pub enum OverLimit {
 /// the event is dropped. `per_second` 0 turns the limit off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventRateLimit {
+    /// Tokens added per second (0: no limit).
     pub per_second: u32,
+    /// Most tokens held: the largest burst allowed.
     pub burst: u32,
+    /// What happens to an event over the limit.
     pub over: OverLimit,
 }
 
@@ -121,12 +125,34 @@ impl ServerShared {
 
 
 /// A Socket.IO server. Cheap to clone: every clone is the same server.
+///
+/// Built by [`Server::builder`]; served by [`crate::serve`] (or mounted in any hyper or
+/// tower app with [`Server::service`], or asked request by request with [`Server::handle`]).
+///
+/// ```
+/// use shoal::{Event, Server, Socket};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let io = Server::builder().build();
+/// io.on_connection(|socket: Socket| async move {
+///     socket.on("ping", |socket: Socket, event: Event| async move {
+///         let _ = socket.emit("pong", event.args);
+///     });
+/// });
+/// // An Engine.IO handshake, as a client's first long-polling request.
+/// let request = http::Request::get("/socket.io/?EIO=4&transport=polling").body(String::new()).unwrap();
+/// let response = io.handle(request).await;
+/// assert_eq!(response.status(), 200);
+/// assert_eq!(io.session_count(), 1);
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct Server {
     pub(super) shared: Arc<ServerShared>,
 }
 
 impl Server {
+    /// A builder with every setting at its default.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
     }
@@ -136,6 +162,7 @@ impl Server {
         self.shared.observer.set(observer).is_ok()
     }
 
+    /// The Engine.IO server under it.
     pub fn engine(&self) -> &Engine {
         self.shared.engine.get().expect("engine is set at build")
     }
@@ -161,6 +188,7 @@ impl Server {
     }
 
     // Shorthands for the main namespace `/`, as `io.on("connection")`, `io.emit(...)`.
+    /// `io.on("connection")`: called with each new socket of the main namespace `/`.
     pub fn on_connection<F, Fut>(&self, f: F)
     where
         F: Fn(Socket) -> Fut + Send + Sync + 'static,
@@ -168,6 +196,7 @@ impl Server {
     {
         self.of("/").on_connection(f)
     }
+    /// A middleware of the main namespace `/`: runs before a socket connects, and may refuse it.
     pub fn middleware<F, Fut>(&self, f: F)
     where
         F: Fn(Socket) -> Fut + Send + Sync + 'static,
@@ -175,21 +204,27 @@ impl Server {
     {
         self.of("/").middleware(f)
     }
+    /// Emits to every socket of the main namespace, on every node.
     pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
         self.of("/").emit(event, args)
     }
+    /// A broadcast to `room` in the main namespace.
     pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
         self.of("/").to(room)
     }
+    /// A broadcast to every socket of the main namespace but those in `room`.
     pub fn except(&self, room: impl Into<Room>) -> BroadcastOperator {
         self.of("/").except(room)
     }
+    /// A broadcast to this node's sockets of the main namespace only.
     pub fn local(&self) -> BroadcastOperator {
         self.of("/").local()
     }
+    /// A broadcast that may be dropped for clients that are not ready.
     pub fn volatile(&self) -> BroadcastOperator {
         self.of("/").volatile()
     }
+    /// A broadcast whose acks are awaited at most `timeout`.
     pub fn timeout(&self, timeout: Duration) -> BroadcastOperator {
         self.of("/").timeout(timeout)
     }
@@ -338,11 +373,14 @@ impl Server {
 pub struct Health {
     /// False once the node drains: it takes no new sessions.
     pub ready: bool,
+    /// The node's id.
     pub node: String,
+    /// How many sessions it holds.
     pub sessions: usize,
 }
 
 impl Health {
+    /// As the JSON body of `/health`: `{"status":"ok"|"draining","node":...,"sessions":N}`.
     pub fn to_json(&self) -> String {
         let status = if self.ready { "ok" } else { "draining" };
         let mut node = String::new();

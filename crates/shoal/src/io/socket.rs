@@ -6,12 +6,14 @@ use super::broadcast::BroadcastOperator;
 use super::client::Client;
 use super::handshake::Handshake;
 use super::namespace::Namespace;
+use super::extract::{ack_from_args, into_any_handler, into_event_handler, AckSendError, Handler};
 use super::{run_handler, DisconnectReason};
 use crate::adapter::{Room, SocketId};
 use crate::engine::{CloseReason, Session};
 use crate::protocol::socket_packet::{Encoded, Packet, RESERVED_EVENTS};
 use crate::protocol::{IntoArgs, Value};
 use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,9 +50,13 @@ pub enum AckError {
     Timeout,
     /// The socket disconnected before it answered.
     Disconnected,
+    /// The event could not be sent.
     Emit(EmitError),
     /// The cluster could not complete the request.
     Adapter(crate::adapter::AdapterError),
+    /// The ack's arguments do not fit the type asked of
+    /// [`Socket::emit_with_ack_as`] (serde's message).
+    InvalidAck(String),
 }
 
 impl std::fmt::Display for AckError {
@@ -60,6 +66,7 @@ impl std::fmt::Display for AckError {
             AckError::Disconnected => f.write_str("socket disconnected before acknowledging"),
             AckError::Emit(e) => e.fmt(f),
             AckError::Adapter(e) => e.fmt(f),
+            AckError::InvalidAck(why) => write!(f, "invalid ack arguments: {why}"),
         }
     }
 }
@@ -74,15 +81,32 @@ pub(crate) enum AckWaiter {
 /// for one) the means to acknowledge it.
 #[derive(Clone)]
 pub struct Event {
+    /// The event's name (the first element of the packet's array).
     pub name: String,
+    /// Its arguments, binary attachments in place.
     pub args: Vec<Value>,
-    ack: Option<Arc<AckSender>>,
+    pub(crate) ack: Option<Arc<AckState>>,
 }
 
-struct AckSender {
+/// The ack a client asked for: sent once, by whichever clone of the event comes first.
+pub(crate) struct AckState {
     socket: Socket,
     id: u64,
     sent: AtomicBool,
+}
+
+impl AckState {
+    pub(crate) fn send(&self, args: Vec<Value>) -> Result<(), AckSendError> {
+        if self.sent.swap(true, Ordering::AcqRel) {
+            return Err(AckSendError::AlreadySent);
+        }
+        let packet = Packet::ack(self.socket.ns().name(), self.id, args);
+        self.socket.send_packet(&packet).map_err(|_| AckSendError::Disconnected)
+    }
+
+    pub(crate) fn is_sent(&self) -> bool {
+        self.sent.load(Ordering::Acquire)
+    }
 }
 
 impl Event {
@@ -99,11 +123,7 @@ impl Event {
     /// if the client asked for no ack, it was already sent, or the socket is gone.
     pub fn ack(&self, args: impl IntoArgs) -> bool {
         let Some(ack) = &self.ack else { return false };
-        if ack.sent.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        let packet = Packet::ack(ack.socket.ns().name(), ack.id, args.into_args());
-        ack.socket.send_packet(&packet).is_ok()
+        ack.send(args.into_args()).is_ok()
     }
 }
 
@@ -148,6 +168,29 @@ pub(crate) struct SocketShared {
 }
 
 /// A client's connection to one namespace. Cheap to clone: every clone is the same socket.
+///
+/// A socket is handed to the namespace's connection handlers; it takes event handlers
+/// ([`Socket::on`]), emits to its client, joins rooms and broadcasts to others.
+///
+/// ```
+/// use shoal::extract::{AckSender, Data};
+/// use shoal::{Server, Socket};
+///
+/// let io = Server::builder().build();
+/// io.on_connection(|socket: Socket| async move {
+///     socket.join("lobby");
+///     let _ = socket.emit("welcome", socket.id().to_string());
+///     // To everyone in the lobby but this socket.
+///     let _ = socket.to("lobby").emit("joined", socket.id().to_string());
+///     socket.on("rename", |socket: Socket, Data(name): Data<String>, ack: AckSender| async move {
+///         socket.set_data(name.as_str());
+///         let _ = ack.send(&true);
+///     });
+///     socket.on_disconnect(|socket: Socket, reason| async move {
+///         println!("{} left: {reason}", socket.id());
+///     });
+/// });
+/// ```
 #[derive(Clone)]
 pub struct Socket(pub(crate) Arc<SocketShared>);
 
@@ -191,12 +234,15 @@ impl Socket {
         }))
     }
 
+    /// The socket's id (`socket.id` on the client), unique in the cluster.
     pub fn id(&self) -> &SocketId {
         &self.0.id
     }
+    /// The namespace this socket is connected to.
     pub fn ns(&self) -> &Namespace {
         &self.0.ns
     }
+    /// The handshake: headers, query, address, `auth` of the CONNECT, time.
     pub fn handshake(&self) -> &Handshake {
         self.0.handshake.get_or_init(|| Handshake::new(&self.0.session.handshake, self.0.auth.clone()))
     }
@@ -209,6 +255,7 @@ impl Socket {
     pub fn recovered(&self) -> bool {
         self.0.recovered
     }
+    /// True from the CONNECT answer until the socket disconnects.
     pub fn connected(&self) -> bool {
         self.0.connected.load(Ordering::Acquire)
     }
@@ -216,6 +263,8 @@ impl Socket {
     pub fn data(&self) -> Value {
         self.0.data.lock().unwrap().clone()
     }
+    /// Replaces `socket.data` (kept by connection state recovery, seen by
+    /// `fetch_sockets` on other nodes).
     pub fn set_data(&self, value: impl Into<Value>) {
         *self.0.data.lock().unwrap() = value.into();
         self.changed();
@@ -242,13 +291,34 @@ impl Socket {
 
     // ---- handlers -------------------------------------------------------------------
 
-    /// Listens to an event. The handler gets the socket and the event (arguments, ack).
-    pub fn on<F, Fut>(&self, event: impl Into<String>, handler: F)
+    /// Listens to an event (a later handler for the same name replaces the earlier one).
+    ///
+    /// The handler is an async closure or function whose arguments are extractors (see
+    /// [`crate::extract`]): `|socket: Socket, event: Event|` for the dynamic form, or
+    /// typed, `|socket: Socket, Data(chat): Data<Chat>, ack: AckSender|`. It may return
+    /// `()` or a `Result` whose error is logged and sent as the ack if one is due.
+    ///
+    /// ```
+    /// use shoal::extract::{AckSender, Data};
+    /// use shoal::{Event, Server, Socket};
+    ///
+    /// let io = Server::builder().build();
+    /// io.on_connection(|socket: Socket| async move {
+    ///     // Dynamic: any arguments, as `Value`s.
+    ///     socket.on("echo", |socket: Socket, event: Event| async move {
+    ///         let _ = socket.emit("echo", event.args);
+    ///     });
+    ///     // Typed: two numbers, answered with their sum.
+    ///     socket.on("add", |Data((a, b)): Data<(i64, i64)>, ack: AckSender| async move {
+    ///         ack.send(&(a + b))
+    ///     });
+    /// });
+    /// ```
+    pub fn on<H, Args>(&self, event: impl Into<String>, handler: H)
     where
-        F: Fn(Socket, Event) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        H: Handler<Args>,
     {
-        let h: EventHandler = Arc::new(move |s, e| Box::pin(handler(s, e)));
+        let h: EventHandler = into_event_handler(handler);
         self.0.handlers.write().unwrap().insert(event.into(), h);
     }
 
@@ -257,13 +327,13 @@ impl Socket {
         self.0.handlers.write().unwrap().remove(event);
     }
 
-    /// A catch-all listener: called for every event, before its named handler.
-    pub fn on_any<F, Fut>(&self, handler: F)
+    /// A catch-all listener: called for every event, before its named handler. It takes
+    /// extractors as [`Socket::on`] does (an [`Event`] tells the event's name).
+    pub fn on_any<H, Args>(&self, handler: H)
     where
-        F: Fn(Socket, Event) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        H: Handler<Args>,
     {
-        self.0.any_handlers.write().unwrap().push(Arc::new(move |s, e| Box::pin(handler(s, e))));
+        self.0.any_handlers.write().unwrap().push(into_any_handler(handler));
     }
 
     /// Called when the socket disconnects, after it left its rooms.
@@ -310,6 +380,22 @@ impl Socket {
     /// Sends an event and waits for the client's ack (its arguments), however long it takes.
     pub async fn emit_with_ack(&self, event: &str, args: impl IntoArgs) -> Result<Vec<Value>, AckError> {
         self.emit_with_ack_inner(event, args.into_args(), None).await
+    }
+
+    /// Sends an event and waits for the client's ack, read as `R` with serde (by the
+    /// rule of [`Data`](crate::extract::Data): a tuple or a `Vec` reads every argument
+    /// of the ack, another type the first). Arguments that do not fit are
+    /// [`AckError::InvalidAck`].
+    ///
+    /// ```no_run
+    /// # async fn ask(socket: shoal::Socket) -> Result<(), shoal::AckError> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Answer { ok: bool }
+    /// let answer: Answer = socket.timeout(std::time::Duration::from_secs(5)).emit_with_ack_as("ready?", ()).await?;
+    /// # let _ = answer.ok; Ok(()) }
+    /// ```
+    pub async fn emit_with_ack_as<R: DeserializeOwned>(&self, event: &str, args: impl IntoArgs) -> Result<R, AckError> {
+        ack_from_args(self.emit_with_ack_inner(event, args.into_args(), None).await?)
     }
 
     /// Operations with a deadline: `socket.timeout(d).emit_with_ack(...)`.
@@ -359,6 +445,8 @@ impl Socket {
     pub fn join(&self, room: impl Into<Room>) {
         let _ = self.try_join_all([room.into()]);
     }
+    /// Joins every room, or none if that would exceed `max_rooms_per_socket`
+    /// ([`Socket::try_join_all`] says which).
     pub fn join_all(&self, rooms: impl IntoIterator<Item = impl Into<Room>>) {
         let _ = self.try_join_all(rooms);
     }
@@ -383,6 +471,7 @@ impl Socket {
         self.changed();
         true
     }
+    /// Leaves a room (nothing happens if the socket is not in it).
     pub fn leave(&self, room: impl Into<Room>) {
         self.ns().adapter().del(self.id(), &room.into());
         self.changed();
@@ -552,7 +641,7 @@ impl Socket {
         if !self.take_event_token() {
             return;
         }
-        let ack = packet.id.map(|id| Arc::new(AckSender { socket: self.clone(), id, sent: AtomicBool::new(false) }));
+        let ack = packet.id.map(|id| Arc::new(AckState { socket: self.clone(), id, sent: AtomicBool::new(false) }));
         let event = Event { name, args: data.collect(), ack };
         if let Some(observer) = self.ns().observer() {
             observer.event_received(self, &event);
@@ -685,5 +774,10 @@ impl SocketWithTimeout {
     /// Sends an event and waits for the client's ack, at most the timeout.
     pub async fn emit_with_ack(&self, event: &str, args: impl IntoArgs) -> Result<Vec<Value>, AckError> {
         self.socket.emit_with_ack_inner(event, args.into_args(), Some(self.timeout)).await
+    }
+
+    /// [`Socket::emit_with_ack_as`] with the timeout: the ack read as `R`.
+    pub async fn emit_with_ack_as<R: DeserializeOwned>(&self, event: &str, args: impl IntoArgs) -> Result<R, AckError> {
+        ack_from_args(self.socket.emit_with_ack_inner(event, args.into_args(), Some(self.timeout)).await?)
     }
 }

@@ -8,17 +8,25 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
 
+/// The record separator between packets of a polling payload.
 pub const SEPARATOR: u8 = 0x1e;
 
 /// The seven Engine.IO packet types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PacketType {
+    /// Opens a session (the handshake answer).
     Open = 0,
+    /// Closes the session.
     Close = 1,
+    /// A heartbeat (or an upgrade probe).
     Ping = 2,
+    /// The answer to a ping.
     Pong = 3,
+    /// A message.
     Message = 4,
+    /// Completes an upgrade to WebSocket.
     Upgrade = 5,
+    /// Nothing (ends a pending poll during an upgrade).
     Noop = 6,
 }
 
@@ -35,6 +43,7 @@ impl PacketType {
             _ => return None,
         })
     }
+    /// The packet type's digit on the wire (`b'0'`..`b'6'`).
     pub fn digit(self) -> u8 {
         b'0' + self as u8
     }
@@ -43,22 +52,34 @@ impl PacketType {
 /// A decoded packet received from a client.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Packet {
+    /// An open packet (never valid from a client).
     Open,
+    /// The client closes the session.
     Close,
     /// `2probe` during an upgrade carries `probe`.
     Ping(String),
+    /// A pong, with its payload.
     Pong(String),
+    /// A text message.
     Message(String),
+    /// A binary message.
     Binary(Bytes),
+    /// The client completes its upgrade.
     Upgrade,
+    /// A noop.
     Noop,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a client's packet could not be decoded.
 pub enum DecodeError {
+    /// An empty packet.
     Empty,
+    /// An unknown packet type (its byte).
     UnknownType(u8),
+    /// Text that is not UTF-8.
     InvalidUtf8,
+    /// A `b` packet whose base64 is invalid.
     InvalidBase64,
     /// A protocol 3 payload whose framing is broken (lengths, separators).
     BadPayload(&'static str),
@@ -117,6 +138,7 @@ pub enum OutPacket {
 }
 
 impl OutPacket {
+    /// A packet of this type without payload.
     pub fn control(kind: PacketType) -> OutPacket {
         OutPacket::Text(Bytes::from_static(match kind {
             PacketType::Open => b"0",
@@ -141,6 +163,7 @@ impl OutPacket {
             OutPacket::Text(b) | OutPacket::Binary(b) => b.len(),
         }
     }
+    /// True if its payload is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

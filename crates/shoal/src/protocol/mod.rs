@@ -10,6 +10,9 @@ pub mod msgpack_packet;
 pub mod parser;
 pub mod socket_packet;
 pub mod value;
+mod value_de;
+
+pub(crate) use value_de::from_args;
 
 pub use parser::Parser;
 pub use value::{IntoArgs, Value};

@@ -10,13 +10,21 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The seven Socket.IO packet types.
 pub enum PacketKind {
+    /// Connects to a namespace (and its answer).
     Connect = 0,
+    /// Leaves a namespace.
     Disconnect = 1,
+    /// An event.
     Event = 2,
+    /// An acknowledgement.
     Ack = 3,
+    /// Refuses a connection to a namespace.
     ConnectError = 4,
+    /// An event with binary attachments.
     BinaryEvent = 5,
+    /// An acknowledgement with binary attachments.
     BinaryAck = 6,
 }
 
@@ -31,20 +39,28 @@ pub const RESERVED_EVENTS: &[&str] = &[
 ];
 
 #[derive(Clone, Debug, PartialEq)]
+/// One Socket.IO packet, its attachments in place.
 pub struct Packet {
+    /// Its type (binary types are chosen at encoding, from the data).
     pub kind: PacketKind,
+    /// Its namespace (`/` by default).
     pub nsp: String,
+    /// Its ack id: an event that wants an ack, or the ack that answers it.
     pub id: Option<u64>,
+    /// Its payload: an event's `[name, ...args]`, an ack's args, a CONNECT's auth.
     pub data: Option<Value>,
 }
 
 impl Packet {
+    /// A CONNECT (from a client: with its auth; from the server: with `{sid}`).
     pub fn connect(nsp: &str, data: Option<Value>) -> Packet {
         Packet { kind: PacketKind::Connect, nsp: nsp.to_owned(), id: None, data }
     }
+    /// A DISCONNECT from the namespace.
     pub fn disconnect(nsp: &str) -> Packet {
         Packet { kind: PacketKind::Disconnect, nsp: nsp.to_owned(), id: None, data: None }
     }
+    /// A CONNECT_ERROR with its data (`{message, data?}`).
     pub fn connect_error(nsp: &str, data: Value) -> Packet {
         Packet { kind: PacketKind::ConnectError, nsp: nsp.to_owned(), id: None, data: Some(data) }
     }
@@ -64,17 +80,29 @@ impl Packet {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a Socket.IO packet could not be decoded (the session is closed for it).
 pub enum DecodeError {
+    /// An empty message.
     Empty,
+    /// An unknown packet type.
     UnknownType,
+    /// The attachment count is not a number.
     BadAttachmentCount,
+    /// More attachments than allowed (the count announced).
     TooManyAttachments(usize),
+    /// The namespace is malformed.
     BadNamespace,
+    /// The ack id is malformed.
     BadAckId,
+    /// The payload is not JSON (serde's message).
     InvalidJson(String),
+    /// The payload is not MessagePack as the msgpack parser writes it (what was wrong).
     InvalidMsgpack(String),
+    /// The payload does not fit the packet type (what was wrong).
     InvalidPayload(&'static str),
+    /// A binary message arrived when none was expected.
     UnexpectedBinary,
+    /// A binary placeholder is malformed or out of range.
     BadPlaceholder,
 }
 
@@ -101,11 +129,14 @@ impl std::error::Error for DecodeError {}
 /// still waits for its attachments.
 #[derive(Debug)]
 pub enum Decoded {
+    /// A whole packet.
     Packet(Packet),
+    /// A binary packet waiting for its attachments.
     Partial(PartialPacket),
 }
 
 #[derive(Debug)]
+/// The head of a binary packet, completed by its attachments as they arrive.
 pub struct PartialPacket {
     packet: Packet,
     expected: usize,
@@ -246,7 +277,10 @@ pub(crate) fn validate(kind: PacketKind, id: Option<u64>, data: Option<&Value>) 
 /// packet as one binary message, and there are no attachments.
 #[derive(Clone, Debug)]
 pub struct Encoded {
+    /// The first message: the text packet (default parser) or the whole packet as one
+    /// binary message (msgpack parser).
     pub head: OutPacket,
+    /// The binary attachments, in order.
     pub attachments: Vec<Bytes>,
 }
 
@@ -261,6 +295,7 @@ impl Encoded {
             OutPacket::Text(b) | OutPacket::Binary(b) => b,
         }
     }
+    /// Bytes on the wire (text and attachments).
     pub fn wire_len(&self) -> usize {
         self.head.len() + self.attachments.iter().map(Bytes::len).sum::<usize>()
     }

@@ -15,65 +15,80 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Default)]
 pub enum Value {
     #[default]
+    /// `null` (and a missing argument).
     Null,
+    /// A boolean.
     Bool(bool),
+    /// A number, as JSON has it.
     Number(serde_json::Number),
+    /// A string.
     String(String),
+    /// Binary data (a `Buffer`, `ArrayBuffer` or `Blob` on the client), sent as an attachment.
     Binary(Bytes),
+    /// An array.
     Array(Vec<Value>),
     /// Keys keep their order, as in JavaScript.
     Object(IndexMap<String, Value>),
 }
 
 impl Value {
+    /// The string, if it is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
             _ => None,
         }
     }
+    /// The boolean, if it is one.
     pub fn as_bool(&self) -> Option<bool> {
         match self {
             Value::Bool(b) => Some(*b),
             _ => None,
         }
     }
+    /// The number as an `i64`, if it is an integer in range.
     pub fn as_i64(&self) -> Option<i64> {
         match self {
             Value::Number(n) => n.as_i64(),
             _ => None,
         }
     }
+    /// The number as a `u64`, if it is a non-negative integer in range.
     pub fn as_u64(&self) -> Option<u64> {
         match self {
             Value::Number(n) => n.as_u64(),
             _ => None,
         }
     }
+    /// The number as an `f64`, if it is a number.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Number(n) => n.as_f64(),
             _ => None,
         }
     }
+    /// The elements, if it is an array.
     pub fn as_array(&self) -> Option<&Vec<Value>> {
         match self {
             Value::Array(a) => Some(a),
             _ => None,
         }
     }
+    /// The entries, if it is an object.
     pub fn as_object(&self) -> Option<&IndexMap<String, Value>> {
         match self {
             Value::Object(o) => Some(o),
             _ => None,
         }
     }
+    /// The bytes, if it is binary.
     pub fn as_binary(&self) -> Option<&Bytes> {
         match self {
             Value::Binary(b) => Some(b),
             _ => None,
         }
     }
+    /// True if it is `null`.
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
@@ -409,6 +424,7 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 /// Anything that can be the argument list of an emit or an ack: `()`, one value
 /// (anything `Into<Value>`), a `Vec<Value>`, or a tuple of up to four values.
 pub trait IntoArgs {
+    /// The argument list.
     fn into_args(self) -> Vec<Value>;
 }
 impl IntoArgs for () {

@@ -80,6 +80,7 @@ where
     serve_with(listener, service, shutdown, ServeOptions::default()).await
 }
 
+/// [`serve`] with options: limits on connections and headers, the PROXY protocol.
 pub async fn serve_with<S, B>(listener: TcpListener, service: S, shutdown: impl Future<Output = ()>, options: ServeOptions) -> std::io::Result<()>
 where
     S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible> + Clone + Send + 'static,

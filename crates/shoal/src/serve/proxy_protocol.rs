@@ -19,7 +19,12 @@ pub enum ProxyHeader {
     /// Could be one; more bytes needed.
     Incomplete,
     /// A header of `len` bytes, naming the client (None for LOCAL/UNKNOWN).
-    Present { len: usize, source: Option<SocketAddr> },
+    Present {
+        /// The header's length, to skip.
+        len: usize,
+        /// The client's address.
+        source: Option<SocketAddr>,
+    },
 }
 
 /// Parses a PROXY protocol v1 or v2 header at the start of `buf` (no I/O).

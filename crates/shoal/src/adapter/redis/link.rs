@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 /// Receives the messages of the channels it subscribed to.
 pub trait Subscriber: Send + Sync + 'static {
+    /// A message arrived on `channel`.
     fn on_message(&self, channel: &str, payload: &[u8]);
     /// The subscription is back after an outage that began at `lost_at`: messages
     /// published meanwhile were not received.
@@ -23,6 +24,7 @@ pub trait Subscriber: Send + Sync + 'static {
 /// Counters of the link's health, for logs and metrics.
 #[derive(Debug, Default)]
 pub struct LinkStats {
+    /// Messages published.
     pub published: AtomicU64,
     /// Publishes lost because the queue was full (a long outage) or Redis refused them.
     pub dropped: AtomicU64,
@@ -49,6 +51,8 @@ struct Routes {
     patterns: HashMap<String, Weak<dyn Subscriber>>,
 }
 
+/// The connections of one process to Redis, shared by its namespaces: commands and
+/// publishes (queued, so an outage never blocks a broadcast), and one subscription.
 pub struct RedisLink {
     url: String,
     manager: ConnectionManager,
@@ -56,6 +60,7 @@ pub struct RedisLink {
     commands: mpsc::UnboundedSender<Command>,
     routes: Arc<Mutex<Routes>>,
     subscribed: Arc<AtomicBool>,
+    /// Its health counters.
     pub stats: Arc<LinkStats>,
 }
 
@@ -86,6 +91,7 @@ impl RedisLink {
         Ok(Arc::new(RedisLink { url: url.to_owned(), manager, publish_tx, commands, routes, subscribed, stats }))
     }
 
+    /// The Redis URL it connects to.
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -44,6 +44,19 @@ use std::time::Duration;
 use wire::Channels;
 
 /// Settings of the Redis adapter, with the official defaults.
+///
+/// The adapter alone (broadcasts across processes, as `@socket.io/redis-adapter`, but
+/// no membership or forwarding: the balancer must then keep sessions sticky); a cluster
+/// without sticky sessions uses [`crate::ServerBuilder::cluster`] instead.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), String> {
+/// use shoal::adapter::redis::{factory, RedisLink, RedisOptions};
+/// let link = RedisLink::connect("redis://127.0.0.1:6379").await?;
+/// let options = RedisOptions { key: "my-app".into(), ..RedisOptions::default() };
+/// let io = shoal::Server::builder().adapter(factory(link, options)).build();
+/// # let _ = io; Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
     /// Prefix of every channel (default `socket.io`).
@@ -68,6 +81,9 @@ pub fn factory(link: Arc<RedisLink>, options: RedisOptions) -> AdapterFactory {
 /// A broadcast received during a catch-up: its channel and payload.
 type HeldBroadcast = (String, Vec<u8>);
 
+/// The adapter of a cluster over Redis, compatible with the official
+/// `@socket.io/redis-adapter`: local delivery through a [`MemoryAdapter`], the rest
+/// through Redis.
 pub struct RedisAdapter {
     local: MemoryAdapter,
     nsp: String,
@@ -90,6 +106,7 @@ pub struct RedisAdapter {
 }
 
 impl RedisAdapter {
+    /// An adapter for the namespace `ns` over `link`.
     pub fn new(ns: &Arc<dyn LocalNamespace>, link: Arc<RedisLink>, options: RedisOptions) -> Arc<RedisAdapter> {
         let uid = wire::uid();
         let channels = Channels::new(&options.key, ns.name(), &uid);

@@ -11,19 +11,30 @@ use std::time::Duration;
 /// Request types, numbered as in the official adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestType {
+    /// The ids of the sockets in some rooms (`allSockets`).
     Sockets = 0,
+    /// Every room of the namespace.
     AllRooms = 1,
+    /// `socketsJoin` on another node.
     RemoteJoin = 2,
+    /// `socketsLeave` on another node.
     RemoteLeave = 3,
+    /// `disconnectSockets` on another node.
     RemoteDisconnect = 4,
+    /// `fetchSockets` on another node.
     RemoteFetch = 5,
+    /// `serverSideEmit`.
     ServerSideEmit = 6,
+    /// A broadcast that expects acks.
     Broadcast = 7,
+    /// How many clients a broadcast with acks reached.
     BroadcastClientCount = 8,
+    /// One client's ack of a broadcast.
     BroadcastAck = 9,
 }
 
 impl RequestType {
+    /// The request type of a decoded `type` field, if known.
     pub fn from_value(v: &Value) -> Option<RequestType> {
         Some(match v.as_u64()? {
             0 => RequestType::Sockets,
@@ -55,6 +66,7 @@ pub struct Channels {
 }
 
 impl Channels {
+    /// The channel names for namespace `nsp` under `prefix`, this node's uid `uid`.
     pub fn new(prefix: &str, nsp: &str, uid: &str) -> Channels {
         let response = format!("{prefix}-response#{nsp}#");
         Channels {
@@ -183,6 +195,7 @@ fn rooms_from(v: Option<&Value>) -> Vec<Room> {
     }
 }
 
+/// Broadcast options read from their wire form (missing fields take their defaults).
 pub fn opts_from_value(v: Option<&Value>) -> BroadcastOptions {
     let Some(v) = v else { return BroadcastOptions::default() };
     let flags = v.get("flags");
@@ -214,6 +227,7 @@ pub fn timeout_from_millis(ms: f64) -> Duration {
     }
 }
 
+/// A list of rooms read from its wire form (empty if missing or malformed).
 pub fn rooms_list(v: Option<&Value>) -> Vec<Room> {
     rooms_from(v)
 }
