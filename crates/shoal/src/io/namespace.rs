@@ -309,7 +309,7 @@ impl Namespace {
         let handlers: Vec<ConnectionHandler> = self.0.connection_handlers.read().unwrap().clone();
         for h in handlers {
             let s = socket.clone();
-            run_handler(move || h(s), socket.panic_closes("connection handler".to_owned()));
+            run_handler(move || h(s), socket.panic_closes("connection handler"));
         }
         socket.handlers_ready();
     }
