@@ -224,10 +224,10 @@ impl Session {
                 let conn = st.direct.as_ref().expect("checked above");
                 match super::websocket::try_write_now(conn, &first, &rest) {
                     Ok(written) => {
-                        let left = super::websocket::rest_after(&first, &rest, written);
-                        if left.is_empty() {
+                        if written >= super::websocket::wire_len(&first, &rest) {
                             return Ok(());
                         }
+                        let left = super::websocket::rest_after(&first, &rest, written);
                         st.outbox_bytes += left.len();
                         st.partial = left;
                     }

@@ -171,6 +171,11 @@ pub(crate) fn try_write_now(conn: &TcpConn, first: &OutPacket, rest: &[OutPacket
     conn.stream.try_write_vectored(&slices[..n])
 }
 
+/// Wire bytes of `first` and `rest` as frames.
+pub(crate) fn wire_len(first: &OutPacket, rest: &[OutPacket]) -> usize {
+    frame_len(first) + rest.iter().map(frame_len).sum::<usize>()
+}
+
 /// The frames of `first` and `rest`, past their first `written` bytes: what a direct
 /// write left to send.
 pub(crate) fn rest_after(first: &OutPacket, rest: &[OutPacket], mut written: usize) -> Vec<u8> {
@@ -688,6 +693,34 @@ mod tests {
             }
             assert_eq!(sent, expected, "in steps of {step}");
         }
+    }
+
+    struct NoHandler;
+    impl super::super::EngineHandler for NoHandler {
+        fn on_open(&self, _: &Arc<Session>) {}
+        fn on_message(&self, _: &Arc<Session>, _: super::super::Message) {}
+        fn on_close(&self, _: &Session, _: CloseReason) {}
+    }
+
+    /// Every idle WebSocket session holds its connection's task: its state must stay
+    /// small (the rare paths and the writes are boxed).
+    #[tokio::test]
+    async fn the_connection_task_of_an_idle_session_stays_small() {
+        let engine = super::super::Engine::new(Default::default(), Arc::new(NoHandler)).shared;
+        let request = super::super::HandshakeRequest {
+            headers: Default::default(),
+            uri: "/".parse().unwrap(),
+            address: ([127, 0, 0, 1], 1).into(),
+            issued: std::time::SystemTime::UNIX_EPOCH,
+            secure: false,
+        };
+        let session = Arc::new(Session::new("s".into(), TransportKind::WebSocket, request, Arc::downgrade(&engine)));
+        let (io, _peer) = tokio::io::duplex(64);
+        let ws = Ws::new(Stream::Other(Box::new(io)), Vec::new(), 1000);
+        let task = run(engine, session, ws);
+        let size = std::mem::size_of_val(&task);
+        eprintln!("connection task state: {size} bytes");
+        assert!(size <= 640, "the connection task's state grew to {size} bytes");
     }
 
     #[test]
