@@ -384,10 +384,12 @@ where
 pub(crate) fn open<B>(engine: &Arc<EngineShared>, session: Arc<Session>, req: Request<B>) -> Response<ResponseBody> {
     let engine2 = engine.clone();
     let s = session.clone();
-    match accept(engine, req, move |ws| async move {
+    match accept(engine, req, move |ws| {
+        // Not an async block around `run`: it would hold `ws` and the handles a second
+        // time, in every idle connection's task.
         engine2.insert(s.clone());
         engine2.handler.on_open(&s);
-        run(engine2, s, ws).await
+        run(engine2, s, ws)
     }) {
         Ok(res) => res,
         Err(res) => res,
