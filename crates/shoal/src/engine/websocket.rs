@@ -2,10 +2,13 @@
 //! polling (`2probe` → `3probe`, a noop to the pending GET, then `5`). One task per
 //! connection reads frames and writes what the session queues.
 //!
-//! Framing is shoal's own (`ws_frame.rs`): what is queued for a client leaves in one
-//! `writev` of whole frames, each a small header in front of the queued bytes (a
-//! broadcast's bytes, shared by every recipient, are never copied), so the cost per
-//! delivery falls as the load rises. While a connection is idle it holds no buffer:
+//! Framing is shoal's own (`ws_frame.rs`): each frame is a small header in front of the
+//! packet's bytes (a broadcast's bytes, shared by every recipient, are never copied).
+//! While nothing is queued for a client, whoever sends to it writes the frames to its
+//! socket directly (`try_write_now`, from the sender's thread, no task wake-up); what
+//! the socket does not take is queued, and the connection's task writes the whole queue
+//! in one `writev`, so the cost per delivery falls as the load rises. While a connection
+//! is idle it holds no buffer:
 //! reads go through a per-thread scratch buffer, and only a partial frame is kept.
 //! Writes have a deadline, so a client that stops reading is dropped instead of holding
 //! memory.
