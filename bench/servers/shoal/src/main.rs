@@ -89,11 +89,18 @@ fn main() -> std::io::Result<()> {
         socket.bind(([127, 0, 0, 1], port).into())?;
         let listener = socket.listen(1024)?;
         println!("LISTENING {}", listener.local_addr()?.port());
-        let shutdown = async {
+        // `BENCH_EXIT_AT_ONCE=1`: exit on the signal without closing anything, so a heap
+        // profiler (valgrind --tool=dhat) sees every session still live at the end
+        // (bench/issue10/idle-dhat.sh).
+        let exit_at_once = std::env::var_os("BENCH_EXIT_AT_ONCE").is_some();
+        let shutdown = async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
+            }
+            if exit_at_once {
+                std::process::exit(0);
             }
         };
         shoal::serve(listener, io.service(), shutdown).await

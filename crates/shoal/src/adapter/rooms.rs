@@ -14,10 +14,24 @@ pub struct LocalRooms {
 
 #[derive(Default)]
 struct Index {
-    /// Room → the local sockets in it.
+    /// Room → the local sockets in it, except a socket's own room (named by its id),
+    /// which `rooms_of` alone records: most sockets stay in it, and an entry here would
+    /// cost every connection a set of one.
     members: HashMap<Room, HashSet<SocketId>>,
     /// Socket → its rooms; every local socket has an entry, even with no room left.
     rooms_of: HashMap<SocketId, HashSet<Room>>,
+}
+
+impl Index {
+    /// The socket whose own room `room` is, if it is still in it.
+    fn owner(&self, room: &str) -> Option<&SocketId> {
+        self.rooms_of.get_key_value(room).filter(|(_, rooms)| rooms.contains(room)).map(|(id, _)| id)
+    }
+
+    /// The local sockets in `room`.
+    fn in_room<'a>(&'a self, room: &str) -> impl Iterator<Item = &'a SocketId> + 'a {
+        self.members.get(room).into_iter().flat_map(|m| m.iter()).chain(self.owner(room))
+    }
 }
 
 impl LocalRooms {
@@ -26,7 +40,9 @@ impl LocalRooms {
         let mut index = self.inner.write().unwrap();
         for room in rooms {
             index.rooms_of.entry(id.clone()).or_default().insert(room.clone());
-            index.members.entry(room.clone()).or_default().insert(id.clone());
+            if room != id {
+                index.members.entry(room.clone()).or_default().insert(id.clone());
+            }
         }
     }
 
@@ -75,34 +91,35 @@ impl LocalRooms {
 
     /// True if some local socket is in `room`.
     pub fn has_room(&self, room: &str) -> bool {
-        self.inner.read().unwrap().members.contains_key(room)
+        let index = self.inner.read().unwrap();
+        index.members.contains_key(room) || index.owner(room).is_some()
     }
 
     /// Every room with at least one socket.
     pub fn rooms(&self) -> Vec<Room> {
-        self.inner.read().unwrap().members.keys().cloned().collect()
+        let index = self.inner.read().unwrap();
+        let own = index.rooms_of.iter().filter(|(id, rooms)| rooms.contains(*id) && !index.members.contains_key(*id)).map(|(id, _)| id);
+        index.members.keys().chain(own).cloned().collect()
     }
 
     /// The local sockets a broadcast with `opts` reaches, each once.
     pub fn matching(&self, opts: &BroadcastOptions) -> Vec<SocketId> {
         let index = self.inner.read().unwrap();
-        let excluded: HashSet<&SocketId> = opts
-            .except
-            .iter()
-            .filter_map(|room| index.members.get(room))
-            .flat_map(|members| members.iter())
-            .collect();
+        // The common case, one room and no exception: its members as they are (no set of
+        // those seen, so no hashing per recipient).
+        if let ([room], []) = (&opts.rooms[..], &opts.except[..]) {
+            return index.in_room(room).cloned().collect();
+        }
+        let excluded: HashSet<&SocketId> = opts.except.iter().flat_map(|room| index.in_room(room)).collect();
         if opts.rooms.is_empty() {
             return index.rooms_of.keys().filter(|id| !excluded.contains(id)).cloned().collect();
         }
         let mut seen: HashSet<&SocketId> = HashSet::new();
         let mut out = Vec::new();
         for room in &opts.rooms {
-            if let Some(members) = index.members.get(room) {
-                for id in members {
-                    if !excluded.contains(id) && seen.insert(id) {
-                        out.push(id.clone());
-                    }
+            for id in index.in_room(room) {
+                if !excluded.contains(id) && seen.insert(id) {
+                    out.push(id.clone());
                 }
             }
         }
@@ -136,7 +153,13 @@ mod tests {
         let mut m = index.matching(&opts(&[], &["y"]));
         m.sort();
         assert_eq!(m, vec![r("b")]);
+        assert_eq!(index.matching(&opts(&["a"], &[])), vec![r("a")]);
+        assert_eq!(index.matching(&opts(&["a", "b"], &["b"])), vec![r("a")]);
+        assert!(index.has_room("a") && index.rooms().contains(&r("a")));
+        index.del(&r("c"), &r("c"));
+        assert!(index.matching(&opts(&["c"], &[])).is_empty() && !index.has_room("c"));
         index.del_all(&r("a"));
+        assert!(index.matching(&opts(&["a"], &[])).is_empty() && !index.rooms().contains(&r("a")));
         assert!(index.socket_rooms(&r("a")).is_empty());
         index.del(&r("b"), &r("x"));
         assert!(!index.rooms().contains(&r("x")));

@@ -29,16 +29,22 @@ impl Conn {
         Conn { replay, at: 0, stream, _guard: guard }
     }
 
-    /// Puts bytes read ahead (e.g. by the HTTP parser, past an upgrade) back in front.
-    pub(crate) fn unread(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        let mut replay = bytes.to_vec();
-        replay.extend_from_slice(&self.replay[self.at..]);
-        self.replay = replay;
-        self.at = 0;
+    /// Takes the stream back for a WebSocket: the stream with its guard, and the bytes
+    /// read from it but not consumed yet (`read_ahead`, what the HTTP parser read past the
+    /// upgrade, then what is left of the replay).
+    pub(crate) fn into_ws(self, read_ahead: &[u8]) -> (TcpConn, Vec<u8>) {
+        let mut unread = read_ahead.to_vec();
+        unread.extend_from_slice(&self.replay[self.at..]);
+        (TcpConn { stream: self.stream, _guard: self._guard }, unread)
     }
+}
+
+/// A WebSocket's TCP stream, shared by the connection's task (reads, and writes of what
+/// is queued) and its session (a sender writes straight to the socket while nothing is
+/// queued). Every operation takes `&self`.
+pub(crate) struct TcpConn {
+    pub(crate) stream: TcpStream,
+    _guard: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl AsyncRead for Conn {

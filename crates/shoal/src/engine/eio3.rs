@@ -24,6 +24,15 @@ pub(crate) fn decode_binary(session: &Session, data: Bytes) -> Result<Packet, De
     }
 }
 
+/// [`frames`] for the connection task's queue; a protocol 4 session's queue is returned
+/// as it is.
+pub(crate) fn frames_queue(session: &Session, packets: std::collections::VecDeque<OutPacket>) -> std::collections::VecDeque<OutPacket> {
+    match session.protocol() {
+        ProtocolVersion::V4 => packets,
+        ProtocolVersion::V3 => frames(session, packets.into()).into(),
+    }
+}
+
 /// The packets as this session's WebSocket frames carry them. A protocol 3 client gets
 /// each binary packet behind its type byte: one copy per such packet, only for it; a
 /// broadcast's shared bytes stay shared for every protocol 4 recipient.

@@ -5,6 +5,7 @@
 //! Locks here guard plain data for a few instructions; nothing awaits or writes to a
 //! socket while holding one.
 
+use super::conn::TcpConn;
 use super::EngineShared;
 use crate::protocol::engine_packet::{OutPacket, PacketType};
 use std::any::Any;
@@ -90,6 +91,43 @@ pub struct HandshakeRequest {
     pub secure: bool,
 }
 
+impl HandshakeRequest {
+    /// The same request, its header values and URI copied into one allocation of their
+    /// own size. As parsed, they are slices of the HTTP parser's read buffer and would
+    /// keep all of it (8 KiB) alive for as long as the session lives.
+    fn compact(self) -> HandshakeRequest {
+        let HandshakeRequest { headers, uri, address, issued, secure } = self;
+        let path_form = uri.scheme().is_none() && uri.authority().is_none();
+        let uri_text = uri.path_and_query().map(|p| p.as_str()).filter(|_| path_form).unwrap_or("");
+        let uri_len = uri_text.len();
+        let size = uri_len + headers.values().map(|v| v.len()).sum::<usize>();
+        let mut all = bytes::BytesMut::with_capacity(size);
+        all.extend_from_slice(uri_text.as_bytes());
+        for value in headers.values() {
+            all.extend_from_slice(value.as_bytes());
+        }
+        let all = all.freeze();
+        let uri = if path_form {
+            http::Uri::from_maybe_shared(all.slice(..uri_len)).unwrap_or(uri)
+        } else {
+            uri.to_string().parse().unwrap_or(uri)
+        };
+        let mut compact = http::HeaderMap::with_capacity(headers.len());
+        let mut at = uri_len;
+        for (name, value) in headers.iter() {
+            let bytes = all.slice(at..at + value.len());
+            at += value.len();
+            // Names of standard headers are constants; others are copied.
+            let name = http::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+            let mut copy = http::HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| value.clone());
+            copy.set_sensitive(value.is_sensitive());
+            compact.append(name, copy);
+        }
+        // A clone's entries take their exact length, not the growth room of `with_capacity`.
+        HandshakeRequest { headers: compact.clone(), uri, address, issued, secure }
+    }
+}
+
 /// Error of `Session::send`: the session is closed, nothing was queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionClosed;
@@ -127,6 +165,13 @@ pub(crate) struct State {
     pub pong_deadline: Option<tokio::time::Instant>,
     /// When the next ping is due (while no ping is outstanding).
     pub next_ping: tokio::time::Instant,
+    /// The WebSocket's TCP stream while its task runs: a sender writes to it directly
+    /// when nothing waits and the task is not writing (no task wake-up per packet).
+    pub(crate) direct: Option<Arc<TcpConn>>,
+    /// The WebSocket task is writing what it took; senders queue meanwhile.
+    pub(crate) ws_writing: bool,
+    /// The rest of frames a sender began to write directly; it leaves before the queue.
+    pub(crate) partial: Vec<u8>,
 }
 
 /// One Engine.IO session: a client connection that outlives its transport (polling
@@ -174,7 +219,7 @@ impl Session {
         let pong_deadline = (protocol == ProtocolVersion::V3).then(|| now + interval + timeout);
         Session {
             sid: sid.into(),
-            handshake,
+            handshake: handshake.compact(),
             protocol,
             polling_base64,
             state: Mutex::new(State {
@@ -188,6 +233,9 @@ impl Session {
                 post_active: false,
                 closed: None,
                 pong_deadline,
+                direct: None,
+                ws_writing: false,
+                partial: Vec::new(),
                 next_ping: now + interval,
             }),
             writable: Notify::new(),
@@ -201,10 +249,37 @@ impl Session {
     /// Queues packets for the client, in order, as one unit. Fails if the session is
     /// closed. A queue over the session's byte limit closes the session as too slow.
     pub fn send_all(&self, packets: impl IntoIterator<Item = OutPacket>) -> Result<(), SessionClosed> {
+        let mut packets = packets.into_iter();
         let overflow = {
             let mut st = self.state.lock().unwrap();
             if st.closed.is_some() {
                 return Err(SessionClosed);
+            }
+            // (Protocol 3 sessions always queue: their binary frames are reframed by the task.)
+            if self.protocol == ProtocolVersion::V4 && st.direct.is_some() && !st.ws_writing && st.outbox.is_empty() && st.partial.is_empty() {
+                // An idle WebSocket: the packets go to the socket now, from this thread.
+                // Only what the socket does not take is queued, and only then is the
+                // connection's task woken.
+                let Some(first) = packets.next() else { return Ok(()) };
+                let rest: Vec<OutPacket> = packets.by_ref().collect();
+                let conn = st.direct.as_ref().expect("checked above");
+                match super::websocket::try_write_now(conn, &first, &rest) {
+                    Ok(written) => {
+                        if written >= super::websocket::wire_len(&first, &rest) {
+                            return Ok(());
+                        }
+                        let left = super::websocket::rest_after(&first, &rest, written);
+                        st.outbox_bytes += left.len();
+                        st.partial = left;
+                    }
+                    // Full (or broken: the task finds out): queue them.
+                    Err(_) => {
+                        for p in std::iter::once(first).chain(rest) {
+                            st.outbox_bytes += p.len();
+                            st.outbox.push_back(p);
+                        }
+                    }
+                }
             }
             for p in packets {
                 st.outbox_bytes += p.len();
@@ -258,6 +333,39 @@ impl Session {
         self.state.lock().unwrap().take_outbox()
     }
 
+    /// Senders may write to this WebSocket's stream directly from now on.
+    pub(crate) fn attach_ws(&self, conn: Arc<TcpConn>) {
+        let mut st = self.state.lock().unwrap();
+        if st.closed.is_none() {
+            st.direct = Some(conn);
+        }
+    }
+
+    /// The WebSocket's task ends: no more direct writes.
+    pub(crate) fn detach_ws(&self) {
+        let conn = {
+            let mut st = self.state.lock().unwrap();
+            st.ws_writing = false;
+            st.direct.take()
+        };
+        drop(conn);
+    }
+
+    /// The WebSocket task takes what waits (the rest of a frame begun directly, then the
+    /// queue, whose memory goes with it) and writes it; senders queue until it comes back.
+    /// When nothing waits it returns None and senders may write directly again, unless
+    /// `force` (the task is about to write a frame of its own).
+    pub(crate) fn take_for_ws(&self, force: bool) -> Option<(Vec<u8>, VecDeque<OutPacket>)> {
+        let mut st = self.state.lock().unwrap();
+        if !force && st.partial.is_empty() && st.outbox.is_empty() {
+            st.ws_writing = false;
+            return None;
+        }
+        st.ws_writing = true;
+        st.outbox_bytes = 0;
+        Some((std::mem::take(&mut st.partial), std::mem::take(&mut st.outbox)))
+    }
+
     /// Closes the session: the upper layer hears of it at once (once), the session
     /// leaves the table, and the transport flushes what is queued before it goes.
     pub fn close(&self, reason: CloseReason) {
@@ -272,7 +380,10 @@ impl Session {
                 // What it did not read is what overflowed: free it now.
                 st.outbox.clear();
                 st.outbox_bytes = 0;
+                st.partial = Vec::new();
             }
+            // The stream stays with the connection's task until it ends.
+            drop(st.direct.take());
             // A polling client learns of a close from its next GET: first what was queued
             // (a DISCONNECT, say), then, in a later answer, the close packet, as the
             // reference server does. Until then the session stays findable, for a grace
@@ -427,5 +538,43 @@ impl Session {
             self.close(CloseReason::PingTimeout);
         }
         expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HandshakeRequest;
+
+    #[test]
+    fn a_compacted_handshake_keeps_every_header_and_the_uri_but_not_the_parser_buffer() {
+        // As hyper parses them: values and URI are slices of one large read buffer.
+        let buffer = bytes::Bytes::from(vec![b'x'; 8192]);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::HOST, http::HeaderValue::from_maybe_shared(buffer.slice(0..9)).unwrap());
+        headers.append("x-custom", http::HeaderValue::from_static("one"));
+        headers.append("x-custom", http::HeaderValue::from_static("two"));
+        let mut secret = http::HeaderValue::from_static("Bearer t");
+        secret.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, secret);
+        let req = HandshakeRequest {
+            headers,
+            uri: "/socket.io/?EIO=4&transport=websocket&a=%20b".parse().unwrap(),
+            address: ([127, 0, 0, 1], 1).into(),
+            issued: std::time::SystemTime::UNIX_EPOCH,
+            secure: false,
+        };
+        let compact = req.compact();
+        assert_eq!(compact.headers.get(http::header::HOST).unwrap(), "xxxxxxxxx");
+        let custom: Vec<_> = compact.headers.get_all("x-custom").iter().collect();
+        assert_eq!(custom, ["one", "two"]);
+        assert!(compact.headers.get(http::header::AUTHORIZATION).unwrap().is_sensitive());
+        assert_eq!(compact.headers.len(), 4);
+        assert_eq!(compact.uri.path(), "/socket.io/");
+        assert_eq!(compact.uri.query(), Some("EIO=4&transport=websocket&a=%20b"));
+        // The 8 KiB buffer is referenced only by `buffer` now.
+        assert!(buffer.is_unique());
+        let absolute = HandshakeRequest { uri: "http://example.com/socket.io/?EIO=4".parse().unwrap(), ..compact }.compact();
+        assert_eq!(absolute.uri.host(), Some("example.com"));
+        assert_eq!(absolute.uri.query(), Some("EIO=4"));
     }
 }

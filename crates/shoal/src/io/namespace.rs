@@ -80,7 +80,7 @@ pub(crate) type ServerEventHandler = Arc<dyn Fn(Vec<Value>, Option<ServerAck>) -
 
 pub(crate) struct NamespaceShared {
     name: Arc<str>,
-    sockets: RwLock<HashMap<SocketId, Socket>>,
+    sockets: RwLock<HashMap<SocketId, Socket, IdHash>>,
     middlewares: RwLock<Vec<Middleware>>,
     connection_handlers: RwLock<Vec<ConnectionHandler>>,
     server_handlers: RwLock<HashMap<String, ServerEventHandler>>,
@@ -93,6 +93,50 @@ pub(crate) struct NamespaceShared {
     pub(super) limits: super::server::SocketLimits,
     /// What `ServerBuilder::with_state` was given, for the `State<T>` extractor.
     pub(super) state: super::extract::StateMap,
+}
+
+/// The hash of the local sockets' map, which a broadcast looks up once per recipient: a
+/// multiply-rotate over 8 bytes at a time (FxHash), several times cheaper than SipHash.
+/// Its keys are socket ids the server made at random, so no client can choose keys that
+/// collide (a lookup of any string only probes among random ones).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+pub(crate) struct IdHasher(u64);
+
+impl IdHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail) ^ ((rest.len() as u64) << 56));
+    }
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// A namespace. Cheap to clone: every clone is the same namespace.
@@ -140,7 +184,7 @@ impl Namespace {
     pub(crate) fn new(name: &str, server: &Arc<ServerShared>) -> Namespace {
         let ns = Namespace(Arc::new(NamespaceShared {
             name: name.into(),
-            sockets: RwLock::new(HashMap::new()),
+            sockets: RwLock::new(HashMap::default()),
             middlewares: RwLock::new(Vec::new()),
             connection_handlers: RwLock::new(Vec::new()),
             server_handlers: RwLock::new(HashMap::new()),
@@ -397,7 +441,7 @@ impl Namespace {
         let handlers: Vec<ConnectionHandler> = self.0.connection_handlers.read().unwrap().clone();
         for h in handlers {
             let s = socket.clone();
-            run_handler(move || h(s), socket.panic_closes("connection handler".to_owned()));
+            run_handler(move || h(s), socket.panic_closes("connection handler"));
         }
         socket.handlers_ready();
     }

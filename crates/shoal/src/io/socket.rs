@@ -139,7 +139,7 @@ pub(crate) struct SocketShared {
     session: Arc<Session>,
     client: Weak<Client>,
     /// Built from the session's request on first use (most sockets never ask).
-    handshake: std::sync::OnceLock<Handshake>,
+    handshake: std::sync::OnceLock<Box<Handshake>>,
     auth: Value,
     handlers: RwLock<HashMap<String, EventHandler>>,
     any_handlers: RwLock<Vec<EventHandler>>,
@@ -244,7 +244,8 @@ impl Socket {
     }
     /// The handshake: headers, query, address, `auth` of the CONNECT, time.
     pub fn handshake(&self) -> &Handshake {
-        self.0.handshake.get_or_init(|| Handshake::new(&self.0.session.handshake, self.0.auth.clone()))
+        // Boxed: most sockets never ask, and the record is large.
+        self.0.handshake.get_or_init(|| Box::new(Handshake::new(&self.0.session.handshake, self.0.auth.clone())))
     }
     /// The Engine.IO session under this socket (shared by its other namespaces).
     pub fn session(&self) -> &Arc<Session> {
@@ -649,13 +650,14 @@ impl Socket {
         let any: Vec<EventHandler> = self.0.any_handlers.read().unwrap().clone();
         for h in any {
             let (socket, event) = (self.clone(), event.clone());
-            let name = event.name.clone();
-            run_handler(move || h(socket, event), self.panic_closes(format!("catch-all listener (event {name:?})")));
+            let what = Lazy(event.name.clone(), "catch-all listener (event {:?})");
+            run_handler(move || h(socket, event), self.panic_closes(what));
         }
         let handler = self.0.handlers.read().unwrap().get(&event.name).cloned();
         match handler {
             Some(h) => {
-                let what = format!("handler of event {:?}", event.name);
+                // Formatted only if the handler panics (this runs for every event).
+                let what = Lazy(event.name.clone(), "handler of event {:?}");
                 let socket = self.clone();
                 run_handler(move || h(socket, event), self.panic_closes(what));
             }
@@ -702,7 +704,7 @@ impl Socket {
     /// message, and this socket (only) is disconnected, as if the server had called
     /// `disconnect()`: the client hears "io server disconnect"; the session's other
     /// namespaces and every other socket go on.
-    pub(crate) fn panic_closes(&self, what: String) -> impl FnOnce(String) + Send + 'static {
+    pub(crate) fn panic_closes(&self, what: impl std::fmt::Display + Send + 'static) -> impl FnOnce(String) + Send + 'static {
         let socket = self.clone();
         move |message: String| {
             tracing::error!(socket = %socket.id(), nsp = %socket.ns().name(), sid = %socket.session().sid, panic = %message,
@@ -779,5 +781,16 @@ impl SocketWithTimeout {
     /// [`Socket::emit_with_ack_as`] with the timeout: the ack read as `R`.
     pub async fn emit_with_ack_as<R: DeserializeOwned>(&self, event: &str, args: impl IntoArgs) -> Result<R, AckError> {
         ack_from_args(self.socket.emit_with_ack_inner(event, args.into_args(), Some(self.timeout)).await?)
+    }
+}
+
+/// A panic context formatted only when printed: what ran (a template with one `{:?}`)
+/// and the event name.
+struct Lazy(String, &'static str);
+
+impl std::fmt::Display for Lazy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (before, after) = self.1.split_once("{:?}").unwrap_or((self.1, ""));
+        write!(f, "{before}{:?}{after}", self.0)
     }
 }
