@@ -17,12 +17,16 @@
 //
 //   node peers/node-server.mjs --port 0 --redis redis://127.0.0.1:6379 [--node-id node]
 //                              [--requests-timeout MS]
+//   node peers/node-server.mjs --port 0 --redis-cluster 127.0.0.1:7000,127.0.0.1:7001
+//                              --sharded dynamic      (createShardedAdapter on a Redis
+//                              Cluster, `redis` v4 createCluster; static | dynamic |
+//                              dynamic-private)
 // Prints `LISTENING <port>` once ready; stops on SIGTERM.
 
-import { createAdapter } from "@socket.io/redis-adapter";
+import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
-import { createClient } from "redis";
+import { createClient, createCluster } from "redis";
 import { Server } from "socket.io";
 
 const { values: args } = parseArgs({
@@ -31,26 +35,37 @@ const { values: args } = parseArgs({
     redis: { type: "string" },
     "node-id": { type: "string", default: "node" },
     "requests-timeout": { type: "string", default: "5000" },
+    "redis-cluster": { type: "string" },
+    sharded: { type: "string" },
   },
 });
-if (!args.redis) {
-  console.error("--redis URL is required");
+if (!args.redis && !args["redis-cluster"]) {
+  console.error("--redis URL or --redis-cluster host:port,... is required");
   process.exit(2);
 }
 const nodeId = args["node-id"];
 
-const pubClient = createClient({ url: args.redis });
-const subClient = pubClient.duplicate();
+let pubClient;
+let subClient;
+if (args["redis-cluster"]) {
+  const rootNodes = args["redis-cluster"].split(",").map((hostPort) => ({ url: `redis://${hostPort}` }));
+  pubClient = createCluster({ rootNodes });
+  subClient = pubClient.duplicate();
+} else {
+  pubClient = createClient({ url: args.redis });
+  subClient = pubClient.duplicate();
+}
 // A lost connection is reported as an error event; without a listener it would crash.
 for (const client of [pubClient, subClient]) {
   client.on("error", (err) => console.error(`[redis] ${err.message}`));
 }
 await Promise.all([pubClient.connect(), subClient.connect()]);
 
+const adapter = args.sharded
+  ? createShardedAdapter(pubClient, subClient, { subscriptionMode: args.sharded })
+  : createAdapter(pubClient, subClient, { requestsTimeout: Number(args["requests-timeout"]) });
 const httpServer = createServer();
-const io = new Server(httpServer, {
-  adapter: createAdapter(pubClient, subClient, { requestsTimeout: Number(args["requests-timeout"]) }),
-});
+const io = new Server(httpServer, { adapter });
 
 const serverLog = [];
 for (const event of ["ping", "hello"]) {

@@ -83,6 +83,10 @@ pub struct NodeFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharded_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_timeout: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
@@ -458,6 +462,8 @@ impl Config {
             node_id: self.node_id.clone(),
             redis: self.redis.as_deref().map(mask_url),
             redis_key: Some(self.redis_key.clone()),
+            adapter: Some(self.adapter.clone()),
+            sharded_mode: Some(self.sharded_mode.clone()),
             requests_timeout: Some(self.requests_timeout),
             advertise: self.advertise.clone(),
             trusted_proxies: Some(self.trusted_proxies.clone()),

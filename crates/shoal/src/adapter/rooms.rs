@@ -3,11 +3,25 @@
 
 use super::{BroadcastOptions, Room, SocketId};
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
+
+/// A room that appeared on this node (its first local socket joined) or disappeared
+/// (its last one left). `private` is true for a socket's own room (named by its id).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoomChange {
+    pub room: Room,
+    pub created: bool,
+    pub private: bool,
+}
+
+/// Told of room changes, after the index is updated (e.g. the sharded Redis adapter,
+/// which subscribes to a channel per room that has local sockets).
+pub type RoomObserver = Box<dyn Fn(&[RoomChange]) + Send + Sync>;
 
 #[derive(Default)]
 pub struct LocalRooms {
     inner: RwLock<Index>,
+    observer: OnceLock<RoomObserver>,
 }
 
 #[derive(Default)]
@@ -19,39 +33,72 @@ struct Index {
 }
 
 impl LocalRooms {
-    pub fn add_all(&self, id: &SocketId, rooms: &[Room]) {
-        let mut index = self.inner.write().unwrap();
-        for room in rooms {
-            index.rooms_of.entry(id.clone()).or_default().insert(room.clone());
-            index.members.entry(room.clone()).or_default().insert(id.clone());
+    /// Sets the one observer of room changes (later calls are ignored).
+    pub fn observe(&self, observer: RoomObserver) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn notify(&self, changes: Vec<RoomChange>) {
+        if let (false, Some(observer)) = (changes.is_empty(), self.observer.get()) {
+            observer(&changes);
         }
+    }
+
+    pub fn add_all(&self, id: &SocketId, rooms: &[Room]) {
+        let mut changes = Vec::new();
+        {
+            let mut index = self.inner.write().unwrap();
+            for room in rooms {
+                index.rooms_of.entry(id.clone()).or_default().insert(room.clone());
+                let members = index.members.entry(room.clone()).or_default();
+                if members.insert(id.clone()) && members.len() == 1 {
+                    changes.push(RoomChange { room: room.clone(), created: true, private: false });
+                }
+            }
+            for change in &mut changes {
+                change.private = index.rooms_of.contains_key(&change.room);
+            }
+        }
+        self.notify(changes);
     }
 
     pub fn del(&self, id: &SocketId, room: &Room) {
-        let mut index = self.inner.write().unwrap();
-        if let Some(rooms) = index.rooms_of.get_mut(id) {
-            rooms.remove(room);
-        }
-        if let Some(members) = index.members.get_mut(room) {
-            members.remove(id);
-            if members.is_empty() {
-                index.members.remove(room);
+        let mut changes = Vec::new();
+        {
+            let mut index = self.inner.write().unwrap();
+            if let Some(rooms) = index.rooms_of.get_mut(id) {
+                rooms.remove(room);
+            }
+            if let Some(members) = index.members.get_mut(room) {
+                members.remove(id);
+                if members.is_empty() {
+                    index.members.remove(room);
+                    let private = index.rooms_of.contains_key(room);
+                    changes.push(RoomChange { room: room.clone(), created: false, private });
+                }
             }
         }
+        self.notify(changes);
     }
 
     pub fn del_all(&self, id: &SocketId) {
-        let mut index = self.inner.write().unwrap();
-        if let Some(rooms) = index.rooms_of.remove(id) {
-            for room in rooms {
-                if let Some(members) = index.members.get_mut(&room) {
-                    members.remove(id);
-                    if members.is_empty() {
-                        index.members.remove(&room);
+        let mut changes = Vec::new();
+        {
+            let mut index = self.inner.write().unwrap();
+            if let Some(rooms) = index.rooms_of.remove(id) {
+                for room in rooms {
+                    if let Some(members) = index.members.get_mut(&room) {
+                        members.remove(id);
+                        if members.is_empty() {
+                            index.members.remove(&room);
+                            let private = &room == id || index.rooms_of.contains_key(&room);
+                            changes.push(RoomChange { room, created: false, private });
+                        }
                     }
                 }
             }
         }
+        self.notify(changes);
     }
 
     pub fn socket_rooms(&self, id: &SocketId) -> Vec<Room> {
