@@ -4,7 +4,9 @@
 // 8.3 (redis 4.7 `createCluster`). Broadcasts to all and to rooms (room channels in
 // `dynamic` mode), acks from every node, fetch-sockets, server-side-emit, sockets-join and
 // disconnect-sockets work both ways; then the primary that holds the namespace's main
-// channel is killed (kill -9), its replica is promoted, and traffic resumes, counted.
+// channel is killed (kill -9), its replica is promoted, and traffic between the shoal nodes
+// resumes, counted; a Node.js server started afterwards meshes with them again (node-redis
+// 4.7 itself does not resubscribe a sharded channel whose primary failed).
 //
 // Messages on different channels live on different Redis primaries and are not ordered
 // with each other, so deliveries are awaited with `eventually`, then counted again after a
@@ -195,7 +197,7 @@ describe("sharded adapter on a Redis Cluster: two shoal nodes and a Node.js serv
   test("a primary is killed (kill -9) and its replica promoted: traffic resumes, counted", async () => {
     const { sockets, recs, all } = await group();
     const room = unique("after");
-    for (const i of [0, 3, 5]) await ack(sockets[i], "join", room);
+    for (const i of [3, 5]) await ack(sockets[i], "join", room);
     const mainSlot = await cluster.slotOf(MAIN_CHANNEL);
     const victim = await cluster.primaryOf(mainSlot);
     await victim.kill();
@@ -206,28 +208,54 @@ describe("sharded adapter on a Redis Cluster: two shoal nodes and a Node.js serv
     }, 30_000, 200);
     await cluster.waitHealthy(30_000);
 
-    // Every node is subscribed again (on the new primary) and broadcasts flow again.
-    await cluster.waitShardSubscribers(MAIN_CHANNEL, 3, 30_000);
-    await waitMesh(nodes, 30_000);
+    // Both shoal nodes subscribe again on the promoted primary. (node-redis 4.7, under the
+    // Node.js server, does not resubscribe a sharded channel whose primary failed: the Node
+    // server is restarted below.)
+    await cluster.waitShardSubscribers(MAIN_CHANNEL, 2, 30_000);
+    await waitMesh(nodes.slice(1), 30_000);
 
     const ROUNDS = 20;
     for (let k = 0; k < ROUNDS; k++) {
       await ack(sockets[2], "broadcast", { to: [all], event: "after-s1", args: [k] });
       await ack(sockets[4], "broadcast", { event: "after-s2", args: [k] });
-      await ack(sockets[1], "broadcast", { to: [room], event: "after-node", args: [k] });
+      await ack(sockets[2], "broadcast", { to: [room], event: "after-room", args: [k] });
     }
+    const SHOAL = [2, 3, 4, 5];
+    const shoalRecs = SHOAL.map((i) => recs[i]);
     for (let k = 0; k < ROUNDS; k++) {
-      await deliveredExactly(recs, "after-s1", [k], [1, 1, 1, 1, 1, 1], `s1 → all, round ${k}`);
-      await eventually(async () => assert.deepEqual(counts(recs, "after-s2", [k]), [1, 1, 1, 1, 1, 1], `s2 → everyone, round ${k}`));
-      await eventually(async () => assert.deepEqual(counts(recs, "after-node", [k]), [1, 0, 0, 1, 0, 1], `node → room, round ${k}`));
+      await eventually(async () => assert.deepEqual(counts(shoalRecs, "after-s1", [k]), [1, 1, 1, 1], `s1 → all, round ${k}`));
+      await eventually(async () => assert.deepEqual(counts(shoalRecs, "after-s2", [k]), [1, 1, 1, 1], `s2 → everyone, round ${k}`));
+      await eventually(async () => assert.deepEqual(counts(shoalRecs, "after-room", [k]), [0, 1, 0, 1], `s1 → room, round ${k}`));
     }
-    const total = (event) => recs.map((r) => r.named(event).length);
-    assert.deepEqual(total("after-s1"), Array(6).fill(ROUNDS));
-    assert.deepEqual(total("after-s2"), Array(6).fill(ROUNDS));
-    assert.deepEqual(total("after-node"), [ROUNDS, 0, 0, ROUNDS, 0, ROUNDS]);
-
-    // Requests work again too: fetch-sockets from a shoal node sees all three nodes.
+    await sleep(SETTLE_MS);
+    const total = (event) => shoalRecs.map((r) => r.named(event).length);
+    assert.deepEqual(total("after-s1"), Array(4).fill(ROUNDS), "s1 → all, every round once");
+    assert.deepEqual(total("after-s2"), Array(4).fill(ROUNDS), "s2 → everyone, every round once");
+    assert.deepEqual(total("after-room"), [0, ROUNDS, 0, ROUNDS], "s1 → room, every round once");
+    // Requests work again: fetch-sockets from s1 sees the room's sockets on both nodes.
     const got = await ack1(sockets[2], "fetch-sockets", { to: [room] });
-    assert.deepEqual(got.map((s) => s.id).sort(), [sockets[0].id, sockets[3].id, sockets[5].id].sort());
+    assert.deepEqual(got.map((s) => s.id).sort(), [sockets[3].id, sockets[5].id].sort());
+
+    // A fresh Node.js server joins the healed cluster; the three nodes mesh again.
+    nodes[0].closeClients();
+    await nodes[0].stop();
+    nodes[0] = withClients(
+      await startNodePeer({ redisCluster: cluster.hosts, sharded: "dynamic", nodeId: "node", requestsTimeout: REQUESTS_TIMEOUT_MS }),
+      "node",
+    );
+    await cluster.waitShardSubscribers(MAIN_CHANNEL, 3, 30_000);
+    await waitMesh(nodes, 30_000);
+    const fresh = await group();
+    for (let k = 0; k < 10; k++) {
+      await ack(fresh.sockets[1], "broadcast", { to: [fresh.all], event: "healed-node", args: [k] });
+      await ack(fresh.sockets[3], "broadcast", { event: "healed-s1", args: [k] });
+    }
+    for (let k = 0; k < 10; k++) {
+      await eventually(async () => assert.deepEqual(counts(fresh.recs, "healed-node", [k]), Array(6).fill(1), `node → all, round ${k}`));
+      await eventually(async () => assert.deepEqual(counts(fresh.recs, "healed-s1", [k]), Array(6).fill(1), `s1 → everyone, round ${k}`));
+    }
+    await sleep(SETTLE_MS);
+    assert.deepEqual(fresh.recs.map((r) => r.named("healed-node").length), Array(6).fill(10));
+    assert.deepEqual(fresh.recs.map((r) => r.named("healed-s1").length), Array(6).fill(10));
   });
 });
