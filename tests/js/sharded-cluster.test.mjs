@@ -22,7 +22,7 @@ import { after, before, describe, test } from "node:test";
 import { ack, ack1, eventually, unique, waitDisconnect } from "./lib/client.mjs";
 import { bySocketId, counts, spread, waitMesh, withClients } from "./lib/cluster.mjs";
 import { startRedisCluster } from "./lib/redis-cluster.mjs";
-import { sleep, startNodePeer, startTestapp } from "./lib/server.mjs";
+import { sleep, startNodePeer, startShoal, startTestapp } from "./lib/server.mjs";
 
 const REQUESTS_TIMEOUT_MS = 3000;
 const MAIN_CHANNEL = "socket.io#/#";
@@ -257,5 +257,42 @@ describe("sharded adapter on a Redis Cluster: two shoal nodes and a Node.js serv
     await sleep(SETTLE_MS);
     assert.deepEqual(fresh.recs.map((r) => r.named("healed-node").length), Array(6).fill(10));
     assert.deepEqual(fresh.recs.map((r) => r.named("healed-s1").length), Array(6).fill(10));
+  });
+});
+
+// The shoal binary on a Redis Cluster: membership (keys on several slots) and the
+// forwarding it enables, with the sharded adapter.
+describe("the shoal binary on a Redis Cluster (--adapter sharded): membership and forwarding", () => {
+  let cluster;
+  let a;
+  let b;
+
+  before(async () => {
+    cluster = await startRedisCluster({ primaries: 3, replicasPerPrimary: 0 });
+    const args = (id) => ["--redis", cluster.url, "--adapter", "sharded", "--sharded-mode", "dynamic", "--node-id", id, "--log", "warn"];
+    [a, b] = await Promise.all([startShoal({ extraArgs: args("node-a") }), startShoal({ extraArgs: args("node-b") })]);
+    await cluster.waitShardSubscribers(MAIN_CHANNEL, 2);
+  });
+
+  after(async () => {
+    await Promise.all([a?.stop(), b?.stop()]);
+    await cluster?.stop();
+  });
+
+  test("both nodes are registered; a session opened on one is served through the other", async () => {
+    const key = "socket.io#shoal#nodes";
+    const holder = await cluster.primaryOf(await cluster.slotOf(key));
+    await eventually(async () => assert.deepEqual((await holder.command("SMEMBERS", key)).sort(), ["node-a", "node-b"]), 10_000);
+
+    const base = (port) => `http://127.0.0.1:${port}/socket.io/?EIO=4&transport=polling`;
+    const open = await fetch(base(a.port));
+    assert.equal(open.status, 200);
+    const { sid } = JSON.parse((await open.text()).slice(1));
+    // The CONNECT goes to node b, which forwards it to node a, the session's owner.
+    const post = await fetch(`${base(b.port)}&sid=${sid}`, { method: "POST", body: "40" });
+    assert.equal(post.status, 200, await post.text().catch(() => ""));
+    const poll = await fetch(`${base(b.port)}&sid=${sid}`);
+    assert.equal(poll.status, 200);
+    assert.match(await poll.text(), /^40\{"sid":"[^"]+"\}/);
   });
 });
