@@ -295,4 +295,24 @@ describe("the shoal binary on a Redis Cluster (--adapter sharded): membership an
     assert.equal(poll.status, 200);
     assert.match(await poll.text(), /^40\{"sid":"[^"]+"\}/);
   });
+
+  test("the classic adapter works over the same Redis Cluster (PUBLISH reaches every node)", async () => {
+    const classic = await Promise.all(
+      ["c1", "c2"].map((nodeId) => startTestapp({ redis: cluster.url, nodeId, requestsTimeout: REQUESTS_TIMEOUT_MS })),
+    );
+    const nodes = classic.map((node, i) => withClients(node, `c${i + 1}`));
+    try {
+      await waitMesh(nodes, 15_000);
+      const { sockets, recs } = await spread(nodes, 2, unique);
+      await ack(sockets[0], "broadcast", { event: "classic", args: [1] });
+      await deliveredExactly(recs, "classic", [1], [1, 1, 1, 1], "c1 → everyone");
+      const result = await ack1(sockets[3], "server-side-emit", { event: "ping", args: [], ack: true, timeout: 2500 });
+      assert.deepEqual(result, { ok: true, responses: ["pong from c1"] });
+      const got = await ack1(sockets[0], "fetch-sockets", {});
+      for (const s of sockets) assert.ok(got.some((g) => g.id === s.id), `fetch-sockets sees ${s.id}`);
+    } finally {
+      for (const node of nodes) node.closeClients();
+      await Promise.all(nodes.map((node) => node.stop()));
+    }
+  });
 });
