@@ -182,4 +182,26 @@ mod tests {
         assert!(!index.rooms().contains(&r("x")));
         assert!(!index.has_room("x") && index.has_room("y"));
     }
+
+    #[test]
+    fn the_observer_hears_rooms_appear_and_disappear() {
+        use std::sync::{Arc, Mutex};
+        let index = LocalRooms::default();
+        let heard: Arc<Mutex<Vec<(String, bool, bool)>>> = Arc::default();
+        let sink = heard.clone();
+        index.observe(Box::new(move |changes: &[RoomChange]| {
+            sink.lock().unwrap().extend(changes.iter().map(|c| (c.room.to_string(), c.created, c.private)));
+        }));
+        let take = || std::mem::take(&mut *heard.lock().unwrap());
+        index.add_all(&r("s1"), &[r("s1"), r("chat")]);
+        assert_eq!(take(), vec![("s1".into(), true, true), ("chat".into(), true, false)]);
+        index.add_all(&r("s2"), &[r("s2"), r("chat")]);
+        assert_eq!(take(), vec![("s2".into(), true, true)], "chat existed already");
+        index.del(&r("s1"), &r("chat"));
+        assert_eq!(take(), vec![], "chat still has s2");
+        index.del_all(&r("s2"));
+        let mut last = take();
+        last.sort();
+        assert_eq!(last, vec![("chat".into(), false, false), ("s2".into(), false, true)]);
+    }
 }

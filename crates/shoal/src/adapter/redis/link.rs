@@ -451,3 +451,18 @@ async fn subscriber(
         tracing::error!(%url, "lost the Redis subscription; reconnecting (local delivery continues)");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::count_in_numsub;
+    use redis::Value;
+
+    #[test]
+    fn numsub_replies_of_every_shape_are_counted() {
+        let name = || Value::BulkString(b"socket.io#/#".to_vec());
+        assert_eq!(count_in_numsub(&Value::Array(vec![name(), Value::Int(3)])), 3);
+        assert_eq!(count_in_numsub(&Value::Map(vec![(name(), Value::Int(2))])), 2);
+        assert_eq!(count_in_numsub(&Value::Array(vec![])), 0);
+        assert_eq!(count_in_numsub(&Value::Nil), 0);
+    }
+}
