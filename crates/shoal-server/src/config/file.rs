@@ -575,6 +575,20 @@ node_id = "from-file"
     }
 
     #[test]
+    fn the_adapter_and_its_mode_come_from_the_file_and_are_checked() {
+        let path = write_temp(
+            "sharded",
+            "[node]\nredis = \"redis+cluster://127.0.0.1:7000,127.0.0.1:7001\"\nadapter = \"sharded\"\nsharded_mode = \"dynamic-private\"\n",
+        );
+        let c = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str()]).unwrap();
+        assert_eq!((c.adapter.as_str(), c.sharded_mode.as_str()), ("sharded", "dynamic-private"));
+        let c = Config::load(["shoal"]).unwrap();
+        assert_eq!((c.adapter.as_str(), c.sharded_mode.as_str()), ("classic", "dynamic"));
+        assert!(Config::load(["shoal", "--adapter", "sticky"]).is_err());
+        assert!(Config::load(["shoal", "--sharded-mode", "sometimes"]).is_err());
+    }
+
+    #[test]
     fn the_environment_wins_over_the_file() {
         // The only test that sets SHOAL_REDIS_KEY.
         let path = write_temp("env", "[node]\nredis_key = \"file-key\"\n");
