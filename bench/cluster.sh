@@ -11,7 +11,17 @@
 #   recovery_cost  fan-out 2k x 20/s on bench-shoal: recovery off / in memory / in Redis
 #            (server CPU, and Redis commands per event from INFO commandstats)
 #
+#   scale    (issue 14) four shoal nodes (bench-shoal, one process each, ~19k sessions each
+#            at full size), SESSIONS WebSocket sessions from loadgen worker processes spread
+#            over the four, a broadcast to all of them 1/s: delivered ratio, p50/p99, CPU and
+#            RSS per node (RSS per session), Redis CPU; once on one Redis with the classic
+#            adapter, once on a 3-primary Redis Cluster with the sharded adapter (dynamic).
+#            `scale 4000` runs it at reduced size (proof that it works on a busy machine);
+#            not in the default set: run it on a quiet machine with >= 8 cores.
+#            Not yet measured: the 1,000 rooms of 76 at 10/s (loadgen has no rooms mode).
+#
 #   bash bench/cluster.sh [fanout2] [fanout2_small] [hop] [churn] [recovery_cost]   (default: all; ~9 min)
+#   bash bench/cluster.sh scale [SESSIONS]                                            (default 76000)
 #
 # Raw JSON in bench/results/cluster-<stamp>/. Every process it starts is stopped at exit.
 # Loopback only; every loadgen run is bounded by --max-secs.
@@ -212,10 +222,79 @@ recovery_cost() {
   redis_down
 }
 
-for part in "${PARTS[@]}"; do
+# ---- issue 14: four nodes, many sessions, classic vs sharded ---------------------------------
+CLUSTER_PIDS=(); CLUSTER_URL=""
+redis_cluster_up() { # 3 primaries, no replicas, in a temporary directory
+  local dir ports=() p
+  dir=$(mktemp -d)
+  for i in 1 2 3; do
+    p=$(free_port)
+    start "redis-cluster-$i" "$p" redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no \
+      --cluster-enabled yes --cluster-config-file "nodes-$p.conf" --dir "$dir"
+    CLUSTER_PIDS+=("$LAST"); ports+=("127.0.0.1:$p")
+  done
+  redis-cli --cluster create "${ports[@]}" --cluster-replicas 0 --cluster-yes >"$OUT/redis-cluster-create.log" 2>&1
+  for _ in $(seq 1 100); do
+    redis-cli -p "${p}" cluster info | grep -q 'cluster_state:ok' && break
+    sleep 0.2
+  done
+  CLUSTER_URL="redis+cluster://$(IFS=,; echo "${ports[*]}")"
+}
+redis_cluster_down() { for p in "${CLUSTER_PIDS[@]}"; do stop "$p"; done; CLUSTER_PIDS=(); }
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+scale() { # [sessions]
+  local sessions=${1:-76000}
+  local per_proc=$(( sessions < 10000 ? (sessions + 3) / 4 : 2500 ))
+  for adapter in classic sharded; do
+    local redis_pids=() url extra=()
+    if [[ $adapter == classic ]]; then
+      redis_up; redis_pids=("$REDIS_PID"); url="redis://127.0.0.1:$REDIS_PORT"
+    else
+      redis_cluster_up; redis_pids=("${CLUSTER_PIDS[@]}"); url=$CLUSTER_URL; extra=(--sharded dynamic)
+    fi
+    local ports=() pids=() addrs=() p
+    for i in 1 2 3 4; do
+      p=$(free_port)
+      start "scale-$adapter-n$i" "$p" "$BIN/bench-shoal" --port "$p" --threads 2 --redis "$url" "${extra[@]}"
+      ports+=("$p"); pids+=("$LAST"); addrs+=("127.0.0.1:$p")
+    done
+    sleep 1
+    local base_rss=() cpu0=() r0=0
+    for pid in "${pids[@]}"; do base_rss+=("$(rss_kib "$pid")"); cpu0+=("$(cpu_of "$pid")"); done
+    for pid in "${redis_pids[@]}"; do r0=$(awk "BEGIN{print $r0 + $(cpu_of "$pid")}"); done
+    # RSS of each node while the sessions are up: the highest of samples every 2 s.
+    local peak="$OUT/scale__$adapter.rss"
+    ( while sleep 2; do for pid in "${pids[@]}"; do echo "$pid $(rss_kib "$pid")"; done; done >"$peak" ) &
+    local sampler=$!
+    log "scale: $adapter, $sessions sessions on 4 nodes"
+    "$BIN/loadgen" fanout --clients "$sessions" --rate 1 --warmup 5 --duration 30 --per-proc "$per_proc" \
+      --server "${addrs[0]}" --receivers-on "$(IFS=,; echo "${addrs[*]}")" --server-pid "${pids[0]}" --peer-pid "${pids[1]}" \
+      --label "shoal 4 nodes, $adapter" --out "$OUT/scale__$adapter.json" --max-secs 900 --wait-quiet 20 >/dev/null \
+      || log "FAILED: scale $adapter (see $OUT/scale__$adapter.json)"
+    kill "$sampler" 2>/dev/null || true
+    local r1=0 nodes_json=""
+    for pid in "${redis_pids[@]}"; do r1=$(awk "BEGIN{print $r1 + $(cpu_of "$pid")}"); done
+    for i in 0 1 2 3; do
+      local pid=${pids[$i]} top
+      top=$(awk -v p="$pid" '$1 == p && $2 > m {m = $2} END {print m + 0}' "$peak")
+      nodes_json+="${nodes_json:+,}{\"pid\": $pid, \"cpu_s\": $(awk "BEGIN{print $(cpu_of "$pid") - ${cpu0[$i]}}"), \"rss_idle_kib\": ${base_rss[$i]}, \"rss_peak_kib\": $top, \"rss_per_session_bytes\": $(( (top - base_rss[i]) * 1024 * 4 / sessions ))}"
+    done
+    echo "{\"adapter\": \"$adapter\", \"sessions\": $sessions, \"redis_cpu_s\": $(awk "BEGIN{print $r1 - $r0}"), \"nodes\": [$nodes_json]}" >"$OUT/scale__$adapter.nodes.json"
+    log "$(cat "$OUT/scale__$adapter.nodes.json")"
+    for pid in "${pids[@]}"; do stop "$pid"; done
+    if [[ $adapter == classic ]]; then redis_down; else redis_cluster_down; fi
+  done
+}
+
+while ((${#PARTS[@]})); do
+  part=${PARTS[0]}; PARTS=("${PARTS[@]:1}")
   case "$part" in
     fanout2|hop|churn|recovery_cost) "$part" ;;
     fanout2_small) fanout2 20 fanout2s ;;
+    scale)
+      if ((${#PARTS[@]})) && [[ ${PARTS[0]} =~ ^[0-9]+$ ]]; then scale "${PARTS[0]}"; PARTS=("${PARTS[@]:1}"); else scale; fi ;;
     *) echo "unknown part $part" >&2; exit 64 ;;
   esac
 done

@@ -20,6 +20,7 @@ section "system packages"
 declare -A NEEDED=(
   [chromium]=chromium
   [redis-server]=redis-server
+  [redis-cli]=redis-tools
   [nginx]=nginx
   [haproxy]=haproxy
   [node]=nodejs

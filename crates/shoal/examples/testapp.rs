@@ -28,9 +28,14 @@ struct Args {
     ping_timeout: u64,
     #[arg(long, default_value_t = 45_000)]
     connect_timeout: u64,
-    /// Join a cluster through Redis (e.g. redis://127.0.0.1:6379).
+    /// Join a cluster through Redis (e.g. redis://127.0.0.1:6379, or
+    /// redis+cluster://127.0.0.1:7000,127.0.0.1:7001 for a Redis Cluster).
     #[arg(long)]
     redis: Option<String>,
+    /// Use the sharded adapter with this subscription mode (static, dynamic,
+    /// dynamic-private) instead of the classic one; needs a redis+cluster:// URL.
+    #[arg(long)]
+    sharded: Option<String>,
     /// This node's id (answers `whoami`, prefixes session ids).
     #[arg(long)]
     node_id: Option<String>,
@@ -396,11 +401,20 @@ async fn main() -> std::io::Result<()> {
     let mut builder = Server::builder();
     if let Some(url) = &args.redis {
         let link = shoal::adapter::redis::RedisLink::connect(url).await.map_err(std::io::Error::other)?;
-        let options = shoal::adapter::redis::RedisOptions {
-            requests_timeout: Duration::from_millis(args.requests_timeout),
-            ..Default::default()
-        };
-        builder = builder.adapter(shoal::adapter::redis::factory(link, options));
+        if let Some(mode) = &args.sharded {
+            let options = shoal::adapter::redis::ShardedOptions {
+                subscription_mode: mode.parse().map_err(std::io::Error::other)?,
+                requests_timeout: Duration::from_millis(args.requests_timeout),
+                ..Default::default()
+            };
+            builder = builder.adapter(shoal::adapter::redis::sharded_factory(link, options));
+        } else {
+            let options = shoal::adapter::redis::RedisOptions {
+                requests_timeout: Duration::from_millis(args.requests_timeout),
+                ..Default::default()
+            };
+            builder = builder.adapter(shoal::adapter::redis::factory(link, options));
+        }
     }
     if let Some(id) = &args.node_id {
         builder = builder.node_id(id);

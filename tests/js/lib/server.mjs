@@ -115,7 +115,8 @@ class ServerProcess {
  * Spawns the Socket.IO test app.
  * options: { port (default 0 = pick one), transports: "polling,websocket", maxPayload,
  *            pingInterval, pingTimeout, connectTimeout, extraArgs: string[],
- *            redis: "redis://127.0.0.1:PORT" (join a cluster), nodeId, requestsTimeout (ms) }
+ *            redis: "redis://127.0.0.1:PORT" (join a cluster), nodeId, requestsTimeout (ms),
+ *            sharded: "dynamic" (the sharded adapter; redis is then a redis+cluster:// URL) }
  * Returns { port, url, proc, stop(), kill() }.
  */
 export async function startTestapp(options = {}) {
@@ -127,6 +128,7 @@ export async function startTestapp(options = {}) {
   if (options.pingTimeout != null) args.push("--ping-timeout", String(options.pingTimeout));
   if (options.connectTimeout != null) args.push("--connect-timeout", String(options.connectTimeout));
   if (options.redis) args.push("--redis", options.redis);
+  if (options.sharded) args.push("--sharded", options.sharded);
   if (options.nodeId) args.push("--node-id", options.nodeId);
   if (options.requestsTimeout != null) args.push("--requests-timeout", String(options.requestsTimeout));
   if (options.extraArgs) args.push(...options.extraArgs);
@@ -146,10 +148,13 @@ export async function startExample(name, options = {}) {
 /**
  * Spawns the Node.js Socket.IO peer of tests/js/peers/node-server.mjs (socket.io with the
  * official Redis adapter, the same event contract as the test app) with this Node binary.
- * options: { port (default 0), redis (URL, required), nodeId, requestsTimeout, parser ("msgpack") }
+ * options: { port (default 0), redis (URL), nodeId, requestsTimeout, parser ("msgpack") } or, for
+ * the sharded adapter on a Redis Cluster, { redisCluster: "host:port,host:port", sharded: "dynamic" }.
  */
 export async function startNodePeer(options = {}) {
-  const args = [NODE_PEER_SCRIPT, "--port", String(options.port ?? 0), "--redis", options.redis];
+  const args = [NODE_PEER_SCRIPT, "--port", String(options.port ?? 0)];
+  if (options.redisCluster) args.push("--redis-cluster", options.redisCluster, "--sharded", options.sharded ?? "dynamic");
+  else args.push("--redis", options.redis);
   if (options.nodeId) args.push("--node-id", options.nodeId);
   if (options.requestsTimeout != null) args.push("--requests-timeout", String(options.requestsTimeout));
   if (options.parser) args.push("--parser", options.parser);

@@ -18,12 +18,16 @@
 //   node peers/node-server.mjs --port 0 --redis redis://127.0.0.1:6379 [--node-id node]
 //                              [--requests-timeout MS] [--parser msgpack]
 // With `--parser msgpack` it speaks socket.io-msgpack-parser to its clients.
+//   node peers/node-server.mjs --port 0 --redis-cluster 127.0.0.1:7000,127.0.0.1:7001
+//                              --sharded dynamic      (createShardedAdapter on a Redis
+//                              Cluster, `redis` v4 createCluster; static | dynamic |
+//                              dynamic-private)
 // Prints `LISTENING <port>` once ready; stops on SIGTERM.
 
-import { createAdapter } from "@socket.io/redis-adapter";
+import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
-import { createClient } from "redis";
+import { createClient, createCluster } from "redis";
 import { Server } from "socket.io";
 import msgpackParser from "socket.io-msgpack-parser";
 
@@ -34,10 +38,12 @@ const { values: args } = parseArgs({
     "node-id": { type: "string", default: "node" },
     "requests-timeout": { type: "string", default: "5000" },
     parser: { type: "string", default: "json" },
+    "redis-cluster": { type: "string" },
+    sharded: { type: "string" },
   },
 });
-if (!args.redis) {
-  console.error("--redis URL is required");
+if (!args.redis && !args["redis-cluster"]) {
+  console.error("--redis URL or --redis-cluster host:port,... is required");
   process.exit(2);
 }
 if (!["json", "msgpack"].includes(args.parser)) {
@@ -46,17 +52,28 @@ if (!["json", "msgpack"].includes(args.parser)) {
 }
 const nodeId = args["node-id"];
 
-const pubClient = createClient({ url: args.redis });
-const subClient = pubClient.duplicate();
+let pubClient;
+let subClient;
+if (args["redis-cluster"]) {
+  const rootNodes = args["redis-cluster"].split(",").map((hostPort) => ({ url: `redis://${hostPort}` }));
+  pubClient = createCluster({ rootNodes });
+  subClient = pubClient.duplicate();
+} else {
+  pubClient = createClient({ url: args.redis });
+  subClient = pubClient.duplicate();
+}
 // A lost connection is reported as an error event; without a listener it would crash.
 for (const client of [pubClient, subClient]) {
   client.on("error", (err) => console.error(`[redis] ${err.message}`));
 }
 await Promise.all([pubClient.connect(), subClient.connect()]);
 
+const adapter = args.sharded
+  ? createShardedAdapter(pubClient, subClient, { subscriptionMode: args.sharded })
+  : createAdapter(pubClient, subClient, { requestsTimeout: Number(args["requests-timeout"]) });
 const httpServer = createServer();
 const io = new Server(httpServer, {
-  adapter: createAdapter(pubClient, subClient, { requestsTimeout: Number(args["requests-timeout"]) }),
+  adapter,
   ...(args.parser === "msgpack" ? { parser: msgpackParser } : {}),
 });
 

@@ -4,7 +4,10 @@
 //!
 //! ```text
 //! bench-shoal [--port 3000] [--threads 2] [--redis redis://127.0.0.1:6379] [--recovery MS]
+//!             [--sharded dynamic]
 //! ```
+//! `--sharded MODE` uses the sharded adapter (mode static, dynamic or dynamic-private);
+//! `--redis` is then a Redis Cluster: `redis+cluster://127.0.0.1:7000,127.0.0.1:7001`.
 //! `--threads` is the number of tokio worker threads (the core-scaling scenario runs 1 and 2).
 //! `--redis` puts the node in a cluster on the Redis adapter (the cross-node fan-out);
 //! `--recovery` turns on connection state recovery for MS milliseconds (the churn scenario).
@@ -15,7 +18,7 @@
 //! allocator keeps (free grows). The soak (`bench/soak.sh`) records it.
 //! Prints `LISTENING <port>` once ready; stops on SIGTERM or Ctrl-C.
 
-use shoal::adapter::redis::{factory, RedisLink, RedisOptions};
+use shoal::adapter::redis::{factory, sharded_factory, RedisLink, RedisOptions, ShardedOptions};
 use shoal::adapter::RecoveryOptions;
 use shoal::{Event, Server, Socket};
 use std::time::Duration;
@@ -39,6 +42,7 @@ fn main() -> std::io::Result<()> {
     let threads = flag("--threads", 2);
     let recovery_ms = flag("--recovery", 0);
     let redis = text_flag("--redis");
+    let sharded = text_flag("--sharded");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
     runtime.block_on(async move {
         // The contract's publisher sends up to hundreds of `broadcast` events a second from
@@ -47,7 +51,13 @@ fn main() -> std::io::Result<()> {
         let mut builder = Server::builder().event_rate_limit(shoal::io::EventRateLimit { per_second: 0, ..Default::default() });
         if let Some(url) = redis {
             let link = RedisLink::connect(&url).await.map_err(std::io::Error::other)?;
-            builder = builder.adapter(factory(link, RedisOptions::default()));
+            builder = match &sharded {
+                Some(mode) => {
+                    let subscription_mode = mode.parse().map_err(std::io::Error::other)?;
+                    builder.adapter(sharded_factory(link, ShardedOptions { subscription_mode, ..Default::default() }))
+                }
+                None => builder.adapter(factory(link, RedisOptions::default())),
+            };
         }
         if recovery_ms > 0 {
             builder = builder.connection_state_recovery(RecoveryOptions {

@@ -85,6 +85,10 @@ pub struct NodeFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharded_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_timeout: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
@@ -476,6 +480,8 @@ impl Config {
             node_id: self.node_id.clone(),
             redis: self.redis.as_deref().map(mask_url),
             redis_key: Some(self.redis_key.clone()),
+            adapter: Some(self.adapter.clone()),
+            sharded_mode: Some(self.sharded_mode.clone()),
             requests_timeout: Some(self.requests_timeout),
             advertise: self.advertise.clone(),
             trusted_proxies: Some(self.trusted_proxies.clone()),
@@ -618,6 +624,20 @@ node_id = "from-file"
         let e = Config::load(["shoal".as_ref(), "--config".as_ref(), bad.as_os_str()]).unwrap_err().to_string();
         assert!(e.contains("line 3, key node.parser") && e.contains("cbor"), "{e}");
         assert!(Config::load(["shoal", "--parser", "cbor"]).is_err());
+    }
+
+    #[test]
+    fn the_adapter_and_its_mode_come_from_the_file_and_are_checked() {
+        let path = write_temp(
+            "sharded",
+            "[node]\nredis = \"redis+cluster://127.0.0.1:7000,127.0.0.1:7001\"\nadapter = \"sharded\"\nsharded_mode = \"dynamic-private\"\n",
+        );
+        let c = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str()]).unwrap();
+        assert_eq!((c.adapter.as_str(), c.sharded_mode.as_str()), ("sharded", "dynamic-private"));
+        let c = Config::load(["shoal"]).unwrap();
+        assert_eq!((c.adapter.as_str(), c.sharded_mode.as_str()), ("classic", "dynamic"));
+        assert!(Config::load(["shoal", "--adapter", "sticky"]).is_err());
+        assert!(Config::load(["shoal", "--sharded-mode", "sometimes"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod file;
 
 use clap::Parser;
 pub use file::GatewayConfig;
-use shoal::cluster::{default_advertise, ClusterOptions, TrustedProxies};
+use shoal::cluster::{default_advertise, ClusterAdapter, ClusterOptions, TrustedProxies};
 use shoal::engine::{Cors, Transports};
 use shoal::Server;
 use std::net::SocketAddr;
@@ -113,10 +113,22 @@ pub struct Config {
     #[arg(long, env = "SHOAL_NODE_ID")]
     pub node_id: Option<String>,
 
-    /// Join a cluster through Redis, e.g. `redis://127.0.0.1:6379`. Unset: a single node
-    /// on the in-memory adapter.
+    /// Join a cluster through Redis, e.g. `redis://127.0.0.1:6379`, or through a Redis
+    /// Cluster given some of its nodes: `redis+cluster://10.0.0.1:7000,10.0.0.2:7000`
+    /// (`rediss+cluster://` for TLS). Unset: a single node on the in-memory adapter.
     #[arg(long, env = "SHOAL_REDIS_URL")]
     pub redis: Option<String>,
+
+    /// The Redis adapter: `classic` (Pub/Sub, as createAdapter of
+    /// @socket.io/redis-adapter) or `sharded` (sharded Pub/Sub on a Redis Cluster, as
+    /// createShardedAdapter; needs a redis+cluster:// URL).
+    #[arg(long, env = "SHOAL_ADAPTER", default_value = "classic", value_parser = ["classic", "sharded"])]
+    pub adapter: String,
+
+    /// Subscription mode of the sharded adapter: `static`, `dynamic` (a channel per
+    /// room with local sockets) or `dynamic-private` (private rooms too).
+    #[arg(long, env = "SHOAL_SHARDED_MODE", default_value = "dynamic", value_parser = ["static", "dynamic", "dynamic-private"])]
+    pub sharded_mode: String,
 
     /// Prefix of the Redis channels (the `key` option of @socket.io/redis-adapter).
     #[arg(long, env = "SHOAL_REDIS_KEY", default_value = "socket.io")]
@@ -279,14 +291,24 @@ impl Config {
         }
         if let Some(url) = &self.redis {
             let redis = shoal::adapter::redis::RedisLink::connect(url).await?;
+            let adapter = match self.adapter.as_str() {
+                "sharded" => {
+                    if !redis.is_cluster() {
+                        return Err(format!("--adapter sharded needs a Redis Cluster (--redis redis+cluster://host:port,...), not {url}"));
+                    }
+                    ClusterAdapter::Sharded(self.sharded_mode.parse()?)
+                }
+                _ => ClusterAdapter::Classic,
+            };
             let advertise = self.advertise.clone().unwrap_or_else(|| default_advertise(listening));
             builder = builder.cluster(ClusterOptions {
                 key: self.redis_key.clone(),
                 membership_ttl: Duration::from_millis(self.membership_ttl),
                 requests_timeout: Duration::from_millis(self.requests_timeout),
+                adapter,
                 ..ClusterOptions::new(redis, advertise)
             });
-            tracing::info!(%url, key = %self.redis_key, "clustering through Redis");
+            tracing::info!(%url, key = %self.redis_key, adapter = ?adapter, "clustering through Redis");
         }
         let io = builder.start().await.map_err(|e| e.to_string())?;
         if self.admin_ui {

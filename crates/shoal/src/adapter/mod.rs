@@ -22,7 +22,7 @@ pub use handshake::Handshake;
 pub use local::{LocalNamespace, ServerAck};
 pub use memory::{AckNext, AckReceiver, MemoryAdapter};
 pub use recovery::{PacketLog, PersistedSession, RecoveryOptions, RestoredSession};
-pub use rooms::LocalRooms;
+pub use rooms::{LocalRooms, RoomChange, RoomObserver};
 
 use crate::protocol::socket_packet::Packet;
 use crate::protocol::Value;

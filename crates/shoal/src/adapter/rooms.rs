@@ -3,13 +3,30 @@
 
 use super::{BroadcastOptions, Room, SocketId};
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
+
+/// A room that appeared on this node (its first local socket joined) or disappeared
+/// (its last one left). `private` is true for a socket's own room (named by its id).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoomChange {
+    /// The room's name.
+    pub room: Room,
+    /// True if it appeared, false if it disappeared.
+    pub created: bool,
+    /// True for a socket's own room (named by a socket id).
+    pub private: bool,
+}
+
+/// Told of room changes, after the index is updated (e.g. the sharded Redis adapter,
+/// which subscribes to a channel per room that has local sockets).
+pub type RoomObserver = Box<dyn Fn(&[RoomChange]) + Send + Sync>;
 
 #[derive(Default)]
 /// The rooms of one namespace on this node: which sockets each room holds, and the
 /// rooms of each socket.
 pub struct LocalRooms {
     inner: RwLock<Index>,
+    observer: OnceLock<RoomObserver>,
 }
 
 #[derive(Default)]
@@ -35,44 +52,88 @@ impl Index {
 }
 
 impl LocalRooms {
+    /// Sets the one observer of room changes (later calls are ignored).
+    pub fn observe(&self, observer: RoomObserver) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn notify(&self, changes: Vec<RoomChange>) {
+        if let (false, Some(observer)) = (changes.is_empty(), self.observer.get()) {
+            observer(&changes);
+        }
+    }
+
     /// Puts the socket in every room.
     pub fn add_all(&self, id: &SocketId, rooms: &[Room]) {
-        let mut index = self.inner.write().unwrap();
-        for room in rooms {
-            index.rooms_of.entry(id.clone()).or_default().insert(room.clone());
-            if room != id {
-                index.members.entry(room.clone()).or_default().insert(id.clone());
+        let mut changes = Vec::new();
+        {
+            let mut index = self.inner.write().unwrap();
+            for room in rooms {
+                let inserted = index.rooms_of.entry(id.clone()).or_default().insert(room.clone());
+                if room == id {
+                    // Its own room lives in `rooms_of` only.
+                    if inserted {
+                        changes.push(RoomChange { room: room.clone(), created: true, private: true });
+                    }
+                    continue;
+                }
+                let members = index.members.entry(room.clone()).or_default();
+                if members.insert(id.clone()) && members.len() == 1 {
+                    changes.push(RoomChange { room: room.clone(), created: true, private: false });
+                }
+            }
+            for change in &mut changes {
+                change.private = change.private || index.rooms_of.contains_key(&change.room);
             }
         }
+        self.notify(changes);
     }
 
     /// Takes the socket out of the room.
     pub fn del(&self, id: &SocketId, room: &Room) {
-        let mut index = self.inner.write().unwrap();
-        if let Some(rooms) = index.rooms_of.get_mut(id) {
-            rooms.remove(room);
-        }
-        if let Some(members) = index.members.get_mut(room) {
-            members.remove(id);
-            if members.is_empty() {
-                index.members.remove(room);
+        let mut changes = Vec::new();
+        {
+            let mut index = self.inner.write().unwrap();
+            let removed = index.rooms_of.get_mut(id).is_some_and(|rooms| rooms.remove(room));
+            if room == id {
+                if removed {
+                    changes.push(RoomChange { room: room.clone(), created: false, private: true });
+                }
+            } else if let Some(members) = index.members.get_mut(room) {
+                members.remove(id);
+                if members.is_empty() {
+                    index.members.remove(room);
+                    let private = index.rooms_of.contains_key(room);
+                    changes.push(RoomChange { room: room.clone(), created: false, private });
+                }
             }
         }
+        self.notify(changes);
     }
 
     /// Takes the socket out of every room.
     pub fn del_all(&self, id: &SocketId) {
-        let mut index = self.inner.write().unwrap();
-        if let Some(rooms) = index.rooms_of.remove(id) {
-            for room in rooms {
-                if let Some(members) = index.members.get_mut(&room) {
-                    members.remove(id);
-                    if members.is_empty() {
-                        index.members.remove(&room);
+        let mut changes = Vec::new();
+        {
+            let mut index = self.inner.write().unwrap();
+            if let Some(rooms) = index.rooms_of.remove(id) {
+                for room in rooms {
+                    if &room == id {
+                        changes.push(RoomChange { room, created: false, private: true });
+                        continue;
+                    }
+                    if let Some(members) = index.members.get_mut(&room) {
+                        members.remove(id);
+                        if members.is_empty() {
+                            index.members.remove(&room);
+                            let private = index.rooms_of.contains_key(&room);
+                            changes.push(RoomChange { room, created: false, private });
+                        }
                     }
                 }
             }
         }
+        self.notify(changes);
     }
 
     /// The socket's rooms, sorted.
@@ -164,5 +225,27 @@ mod tests {
         index.del(&r("b"), &r("x"));
         assert!(!index.rooms().contains(&r("x")));
         assert!(!index.has_room("x") && index.has_room("y"));
+    }
+
+    #[test]
+    fn the_observer_hears_rooms_appear_and_disappear() {
+        use std::sync::{Arc, Mutex};
+        let index = LocalRooms::default();
+        let heard: Arc<Mutex<Vec<(String, bool, bool)>>> = Arc::default();
+        let sink = heard.clone();
+        index.observe(Box::new(move |changes: &[RoomChange]| {
+            sink.lock().unwrap().extend(changes.iter().map(|c| (c.room.to_string(), c.created, c.private)));
+        }));
+        let take = || std::mem::take(&mut *heard.lock().unwrap());
+        index.add_all(&r("s1"), &[r("s1"), r("chat")]);
+        assert_eq!(take(), vec![("s1".into(), true, true), ("chat".into(), true, false)]);
+        index.add_all(&r("s2"), &[r("s2"), r("chat")]);
+        assert_eq!(take(), vec![("s2".into(), true, true)], "chat existed already");
+        index.del(&r("s1"), &r("chat"));
+        assert_eq!(take(), vec![], "chat still has s2");
+        index.del_all(&r("s2"));
+        let mut last = take();
+        last.sort();
+        assert_eq!(last, vec![("chat".into(), false, false), ("s2".into(), false, true)]);
     }
 }

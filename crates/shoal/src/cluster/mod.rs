@@ -82,6 +82,22 @@ pub struct ClusterOptions {
     /// How long a cluster request (fetch_sockets, server_side_emit with acks) waits for
     /// the other nodes. Default 5 s.
     pub requests_timeout: Duration,
+    /// Which Redis adapter carries the cluster's messages. Default classic Pub/Sub.
+    pub adapter: ClusterAdapter,
+}
+
+/// The Redis adapter of a cluster node.
+#[cfg(feature = "redis")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClusterAdapter {
+    /// Classic Pub/Sub (`PUBLISH`/`PSUBSCRIBE`), as `createAdapter` of
+    /// `@socket.io/redis-adapter`: one Redis, or a Redis Cluster (where every message
+    /// reaches every Redis node).
+    #[default]
+    Classic,
+    /// Sharded Pub/Sub (`SPUBLISH`/`SSUBSCRIBE`), as `createShardedAdapter`: needs a
+    /// Redis Cluster link; the channels spread over its primaries.
+    Sharded(crate::adapter::redis::SubscriptionMode),
 }
 
 #[cfg(feature = "redis")]
@@ -94,6 +110,7 @@ impl ClusterOptions {
             key: "socket.io".into(),
             membership_ttl: Duration::from_secs(10),
             requests_timeout: Duration::from_secs(5),
+            adapter: ClusterAdapter::Classic,
         }
     }
 }
@@ -107,6 +124,7 @@ impl std::fmt::Debug for ClusterOptions {
             .field("key", &self.key)
             .field("membership_ttl", &self.membership_ttl)
             .field("requests_timeout", &self.requests_timeout)
+            .field("adapter", &self.adapter)
             .finish()
     }
 }

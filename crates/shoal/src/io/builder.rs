@@ -270,12 +270,24 @@ impl ServerBuilder {
     /// [`ServerBuilder::start`] (not `build`) to join.
     #[cfg(feature = "redis")]
     pub fn cluster(mut self, options: crate::cluster::ClusterOptions) -> Self {
-        let adapter_options = crate::adapter::redis::RedisOptions {
-            key: options.key.clone(),
-            requests_timeout: options.requests_timeout,
-            ..Default::default()
+        self.adapter = match options.adapter {
+            crate::cluster::ClusterAdapter::Classic => {
+                let adapter_options = crate::adapter::redis::RedisOptions {
+                    key: options.key.clone(),
+                    requests_timeout: options.requests_timeout,
+                    ..Default::default()
+                };
+                crate::adapter::redis::factory(options.redis.clone(), adapter_options)
+            }
+            crate::cluster::ClusterAdapter::Sharded(subscription_mode) => {
+                let adapter_options = crate::adapter::redis::ShardedOptions {
+                    channel_prefix: options.key.clone(),
+                    subscription_mode,
+                    requests_timeout: options.requests_timeout,
+                };
+                crate::adapter::redis::sharded_factory(options.redis.clone(), adapter_options)
+            }
         };
-        self.adapter = crate::adapter::redis::factory(options.redis.clone(), adapter_options);
         self.cluster = Some(options);
         self
     }

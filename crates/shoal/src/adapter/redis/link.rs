@@ -3,6 +3,10 @@
 //! reconnects with backoff and resubscribes. While Redis is away, publishes wait in the
 //! queue and go out, in order, when it is back; only a full queue drops (and counts)
 //! messages. Local delivery goes on, and the outage is logged once, not per message.
+//!
+//! The same link speaks to a Redis Cluster (`redis+cluster://h1:p1,h2:p2`): commands
+//! are routed to the primary of their key's slot, and subscriptions (classic and
+//! sharded) go over RESP3 push messages (`cluster_link.rs`), watched for a failover.
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
@@ -33,35 +37,98 @@ pub struct LinkStats {
 }
 
 /// What the publishing task works through, in order.
-enum Queued {
+pub(super) enum Queued {
     Cmd(redis::Cmd),
     /// Answered once everything queued before it was sent.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-enum Command {
+pub(super) enum Command {
     Subscribe(Vec<String>),
     PSubscribe(String),
+    /// Sharded channels (SSUBSCRIBE): Redis Cluster only.
+    SSubscribe(Vec<String>),
+    SUnsubscribe(Vec<String>),
 }
 
-struct Routes {
+pub(super) struct Routes {
     /// Exact channels (requests, responses) → subscriber.
-    channels: HashMap<String, Weak<dyn Subscriber>>,
+    pub(super) channels: HashMap<String, Weak<dyn Subscriber>>,
     /// Patterns (`socket.io#/nsp#*`) → subscriber.
-    patterns: HashMap<String, Weak<dyn Subscriber>>,
+    pub(super) patterns: HashMap<String, Weak<dyn Subscriber>>,
+    /// Sharded channels → subscriber.
+    pub(super) sharded: HashMap<String, Weak<dyn Subscriber>>,
+}
+
+impl Routes {
+    /// Every subscriber still alive, each once.
+    pub(super) fn subscribers(&self) -> Vec<Arc<dyn Subscriber>> {
+        let mut out: Vec<Arc<dyn Subscriber>> = Vec::new();
+        for weak in self.patterns.values().chain(self.channels.values()).chain(self.sharded.values()) {
+            if let Some(s) = weak.upgrade() {
+                if !out.iter().any(|o| Arc::ptr_eq(o, &s)) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The connection commands go over: one Redis, or a Redis Cluster (whose connection
+/// is replaced after a failover, hence the lock; each command takes a clone).
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(ConnectionManager),
+    Cluster(Arc<Mutex<redis::cluster_async::ClusterConnection>>),
+}
+
+impl Conn {
+    pub(super) async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(manager) => cmd.query_async(&mut manager.clone()).await,
+            Conn::Cluster(shared) => {
+                let mut conn = shared.lock().unwrap().clone();
+                cmd.query_async(&mut conn).await
+            }
+        }
+    }
 }
 
 /// The connections of one process to Redis, shared by its namespaces: commands and
 /// publishes (queued, so an outage never blocks a broadcast), and one subscription.
 pub struct RedisLink {
     url: String,
-    manager: ConnectionManager,
+    manager: Conn,
     publish_tx: mpsc::Sender<Queued>,
     commands: mpsc::UnboundedSender<Command>,
     routes: Arc<Mutex<Routes>>,
     subscribed: Arc<AtomicBool>,
     /// Its health counters.
     pub stats: Arc<LinkStats>,
+    cluster: bool,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Routes { channels: HashMap::new(), patterns: HashMap::new(), sharded: HashMap::new() }
+    }
+}
+
+/// The count in a `PUBSUB NUMSUB`/`SHARDNUMSUB` reply for one channel: a flat array
+/// `[channel, n]` (RESP2), a map (RESP3), or the sum the cluster client made of them.
+fn count_in_numsub(reply: &redis::Value) -> usize {
+    use redis::Value as V;
+    let number = |v: &V| match v {
+        V::Int(n) => (*n).max(0) as usize,
+        V::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+        _ => 0,
+    };
+    match reply {
+        V::Array(items) => items.chunks(2).filter_map(|pair| pair.get(1)).map(number).sum(),
+        V::Map(pairs) => pairs.iter().map(|(_, v)| number(v)).sum(),
+        _ => 0,
+    }
 }
 
 /// Messages that may wait to be published before new ones are dropped.
@@ -70,7 +137,13 @@ const PUBLISH_QUEUE: usize = 65_536;
 impl RedisLink {
     /// Connects to Redis at `url` (`redis://host:port/db`). Fails at once if Redis cannot
     /// be reached, so a misconfigured node does not start.
+    ///
+    /// `redis+cluster://host1:port1,host2:port2` (or `rediss+cluster://`) names seed
+    /// nodes of a Redis Cluster; any one reachable node is enough to start.
     pub async fn connect(url: &str) -> Result<Arc<RedisLink>, String> {
+        if let Some(seeds) = super::cluster_link::cluster_seeds(url)? {
+            return super::cluster_link::connect(url, seeds).await;
+        }
         let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {url:?}: {e}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -84,11 +157,76 @@ impl RedisLink {
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (commands, command_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(LinkStats::default());
-        let routes = Arc::new(Mutex::new(Routes { channels: HashMap::new(), patterns: HashMap::new() }));
+        let routes = Arc::new(Mutex::new(Routes::default()));
         let subscribed = Arc::new(AtomicBool::new(false));
+        let manager = Conn::Single(manager);
         tokio::spawn(publisher(manager.clone(), publish_rx, stats.clone()));
         tokio::spawn(subscriber(client, command_rx, routes.clone(), subscribed.clone(), stats.clone(), url.to_owned()));
-        Ok(Arc::new(RedisLink { url: url.to_owned(), manager, publish_tx, commands, routes, subscribed, stats }))
+        Ok(Arc::new(RedisLink { url: url.to_owned(), manager, publish_tx, commands, routes, subscribed, stats, cluster: false }))
+    }
+
+    /// A link over an already connected backend (used by the cluster connector).
+    pub(super) fn from_parts(
+        url: String,
+        manager: Conn,
+        publish_tx: mpsc::Sender<Queued>,
+        commands: mpsc::UnboundedSender<Command>,
+        routes: Arc<Mutex<Routes>>,
+        subscribed: Arc<AtomicBool>,
+        stats: Arc<LinkStats>,
+    ) -> Arc<RedisLink> {
+        Arc::new(RedisLink { url, manager, publish_tx, commands, routes, subscribed, stats, cluster: true })
+    }
+
+    /// True when the link speaks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Queues a sharded publish (`SPUBLISH`, Redis Cluster); never waits.
+    pub fn spublish(&self, channel: String, payload: Vec<u8>) -> bool {
+        let mut cmd = redis::cmd("SPUBLISH");
+        cmd.arg(channel).arg(payload);
+        self.send(cmd)
+    }
+
+    /// Subscribes `subscriber` to sharded channels (`SSUBSCRIBE`).
+    pub fn ssubscribe(&self, subscriber: Weak<dyn Subscriber>, channels: Vec<String>) {
+        if channels.is_empty() {
+            return;
+        }
+        {
+            let mut routes = self.routes.lock().unwrap();
+            for channel in &channels {
+                routes.sharded.insert(channel.clone(), subscriber.clone());
+            }
+        }
+        // One command per channel: the channels of one SSUBSCRIBE must share a slot.
+        for channel in channels {
+            let _ = self.commands.send(Command::SSubscribe(vec![channel]));
+        }
+    }
+
+    /// Unsubscribes sharded channels (`SUNSUBSCRIBE`).
+    pub fn sunsubscribe(&self, channels: Vec<String>) {
+        if channels.is_empty() {
+            return;
+        }
+        {
+            let mut routes = self.routes.lock().unwrap();
+            for channel in &channels {
+                routes.sharded.remove(channel);
+            }
+        }
+        for channel in channels {
+            let _ = self.commands.send(Command::SUnsubscribe(vec![channel]));
+        }
+    }
+
+    /// `PUBSUB SHARDNUMSUB channel`, summed over the cluster's nodes.
+    pub async fn shard_numsub(&self, channel: &str) -> Result<usize, String> {
+        let reply: redis::Value = self.query(redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel), "PUBSUB SHARDNUMSUB").await?;
+        Ok(count_in_numsub(&reply))
     }
 
     /// The Redis URL it connects to.
@@ -149,12 +287,11 @@ impl RedisLink {
     /// Runs a command and waits for its answer. A command that meets a connection the
     /// server closed (Redis restarted) is tried once more on a fresh one.
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, what: &str) -> Result<T, String> {
-        let mut conn = self.manager.clone();
-        match cmd.query_async(&mut conn).await {
+        match self.manager.run(cmd).await {
             Ok(v) => Ok(v),
             Err(e) if e.is_io_error() || e.is_connection_dropped() => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                cmd.query_async(&mut conn).await.map_err(|e| format!("{what} failed: {e}"))
+                self.manager.run(cmd).await.map_err(|e| format!("{what} failed: {e}"))
             }
             Err(e) => Err(format!("{what} failed: {e}")),
         }
@@ -177,12 +314,12 @@ impl RedisLink {
 
     /// `PUBSUB NUMSUB channel`: how many nodes listen on a request channel.
     pub async fn numsub(&self, channel: &str) -> Result<usize, String> {
-        let reply: Vec<(String, usize)> = self.query(redis::cmd("PUBSUB").arg("NUMSUB").arg(channel), "PUBSUB NUMSUB").await?;
-        Ok(reply.first().map(|(_, n)| *n).unwrap_or(0))
+        let reply: redis::Value = self.query(redis::cmd("PUBSUB").arg("NUMSUB").arg(channel), "PUBSUB NUMSUB").await?;
+        Ok(count_in_numsub(&reply))
     }
 }
 
-async fn publisher(mut conn: ConnectionManager, mut rx: mpsc::Receiver<Queued>, stats: Arc<LinkStats>) {
+pub(super) async fn publisher(conn: Conn, mut rx: mpsc::Receiver<Queued>, stats: Arc<LinkStats>) {
     let mut failing = false;
     while let Some(item) = rx.recv().await {
         let cmd = match item {
@@ -196,7 +333,7 @@ async fn publisher(mut conn: ConnectionManager, mut rx: mpsc::Receiver<Queued>, 
         // waits in the bounded queue: nothing is lost or reordered unless the queue fills.
         let mut backoff = Duration::from_millis(50);
         loop {
-            let result: redis::RedisResult<redis::Value> = cmd.query_async(&mut conn).await;
+            let result: redis::RedisResult<redis::Value> = conn.run(&cmd).await;
             match result {
                 Ok(_) => {
                     stats.published.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +413,7 @@ async fn subscriber(
             if let Some(at) = lost_at.take() {
                 let subscribers: Vec<Arc<dyn Subscriber>> = {
                     let table = routes.lock().unwrap();
-                    table.patterns.values().filter_map(Weak::upgrade).collect()
+                    table.subscribers()
                 };
                 for subscriber in subscribers {
                     subscriber.on_resubscribed(at);
@@ -290,6 +427,10 @@ async fn subscriber(
                     let result = match cmd {
                         Command::Subscribe(chs) => sink.subscribe(&chs).await,
                         Command::PSubscribe(p) => sink.psubscribe(&p).await,
+                        Command::SSubscribe(_) | Command::SUnsubscribe(_) => {
+                            tracing::error!("sharded Pub/Sub needs a Redis Cluster URL (redis+cluster://...)");
+                            Ok(())
+                        }
                     };
                     if let Err(e) = result {
                         tracing::warn!(error = %e, "Redis subscribe failed");
@@ -314,5 +455,20 @@ async fn subscriber(
         lost_at = Some(std::time::SystemTime::now());
         stats.outages.fetch_add(1, Ordering::Relaxed);
         tracing::error!(%url, "lost the Redis subscription; reconnecting (local delivery continues)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_in_numsub;
+    use redis::Value;
+
+    #[test]
+    fn numsub_replies_of_every_shape_are_counted() {
+        let name = || Value::BulkString(b"socket.io#/#".to_vec());
+        assert_eq!(count_in_numsub(&Value::Array(vec![name(), Value::Int(3)])), 3);
+        assert_eq!(count_in_numsub(&Value::Map(vec![(name(), Value::Int(2))])), 2);
+        assert_eq!(count_in_numsub(&Value::Array(vec![])), 0);
+        assert_eq!(count_in_numsub(&Value::Nil), 0);
     }
 }

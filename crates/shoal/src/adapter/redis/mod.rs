@@ -11,7 +11,11 @@
 //! - `answers.rs`: requests of other nodes that this node answers;
 //! - `persistence.rs`: what connection state recovery keeps in Redis (session records
 //!   and the stream log of broadcast packets), so any node can restore any session;
-//! - `wire.rs`: the message formats (no I/O); `link.rs`: the connections to Redis.
+//! - `wire.rs`: the message formats (no I/O); `link.rs`: the connections to Redis,
+//!   `cluster_link.rs` when they go to a Redis Cluster.
+//!
+//! `sharded.rs` holds the other adapter: sharded Pub/Sub on a Redis Cluster, as the
+//! official `createShardedAdapter` (see there).
 //!
 //! This file holds the adapter itself: its state, its subscription, and the
 //! [`Adapter`] methods, each handing over to the file of its concern.
@@ -27,12 +31,15 @@
 
 mod answers;
 mod broadcast;
+mod cluster_link;
 mod link;
 mod persistence;
 mod requests;
+pub mod sharded;
 pub mod wire;
 
 pub use link::{LinkStats, RedisLink, Subscriber};
+pub use sharded::{sharded_factory, ShardedAdapter, ShardedOptions, SubscriptionMode};
 
 use super::{AckResponses, Adapter, AdapterError, AdapterFactory, BroadcastOptions, LocalNamespace, MemoryAdapter, PersistedSession, RestoredSession, Room, SocketId, SocketInfo};
 use crate::protocol::socket_packet::Packet;
