@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Saturation, as bench/run.sh runs it: server on core 0, loadgen on core 1.
 set -u
-B=/work/main/bench/target/release
-OUT=/tmp/sat; mkdir -p $OUT
+B="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release"
+OUT=${OUT:-/tmp/sat}; mkdir -p $OUT
 PORT=4200
-for s in floor shoal socketioxide; do
+for s in ${SERVERS:-floor shoal socketioxide}; do
   PORT=$((PORT+1))
   case $s in
     floor) cmd="$B/bench-floor --port $PORT" ;;

@@ -203,6 +203,27 @@ impl std::fmt::Debug for Session {
     }
 }
 
+thread_local! {
+    /// True while this thread handles a message read behind others from the same
+    /// connection: the server is behind its input.
+    static BEHIND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current thread as behind its input (see [`Session::send_all`]) until dropped.
+pub(crate) struct Behind(bool);
+
+impl Behind {
+    pub(crate) fn mark(behind: bool) -> Behind {
+        Behind(BEHIND.with(|b| b.replace(behind)))
+    }
+}
+
+impl Drop for Behind {
+    fn drop(&mut self) {
+        BEHIND.with(|b| b.set(self.0));
+    }
+}
+
 impl Session {
     pub(crate) fn new(
         sid: String,
@@ -256,7 +277,10 @@ impl Session {
                 return Err(SessionClosed);
             }
             // (Protocol 3 sessions always queue: their binary frames are reframed by the task.)
-            if self.protocol == ProtocolVersion::V4 && st.direct.is_some() && !st.ws_writing && st.outbox.is_empty() && st.partial.is_empty() {
+            // Nor while the thread is behind its input: then what is queued for a client
+            // leaves with what follows in one write from its task, so the cost per delivery
+            // falls as the load rises; one write per delivery would hold it where it is.
+            if self.protocol == ProtocolVersion::V4 && !BEHIND.with(|b| b.get()) && st.direct.is_some() && !st.ws_writing && st.outbox.is_empty() && st.partial.is_empty() {
                 // An idle WebSocket: the packets go to the socket now, from this thread.
                 // Only what the socket does not take is queued, and only then is the
                 // connection's task woken.

@@ -613,16 +613,24 @@ async fn run(engine: Arc<EngineShared>, session: Arc<Session>, mut ws: Ws) {
                 continue;
             }
         };
+        // More of the client's input already read behind this message: the server is
+        // behind (a publisher faster than the fan-out); broadcasts it makes now queue.
+        // (Marked around the synchronous hand-over only, never across an await.)
+        let behind = !ws.pending.is_empty();
+        let on_packet = |packet| {
+            let _behind = super::session::Behind::mark(behind);
+            engine.on_packet(&session, packet);
+        };
         match incoming {
             Ok(Incoming::Text(text)) => match super::eio3::decode_text(&session, &text) {
-                Ok(packet) => engine.on_packet(&session, packet),
+                Ok(packet) => on_packet(packet),
                 Err(e) => {
                     tracing::debug!(sid = %session.sid, error = %e, "bad WebSocket packet");
                     session.close(CloseReason::ParseError);
                 }
             },
             Ok(Incoming::Binary(bytes)) => match super::eio3::decode_binary(&session, Bytes::from(bytes)) {
-                Ok(packet) => engine.on_packet(&session, packet),
+                Ok(packet) => on_packet(packet),
                 Err(e) => {
                     tracing::debug!(sid = %session.sid, error = %e, "bad WebSocket binary packet");
                     session.close(CloseReason::ParseError);
