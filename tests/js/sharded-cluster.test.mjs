@@ -213,6 +213,18 @@ describe("sharded adapter on a Redis Cluster: two shoal nodes and a Node.js serv
     // server is restarted below.)
     await cluster.waitShardSubscribers(MAIN_CHANNEL, 2, 30_000);
     await waitMesh(nodes.slice(1), 30_000);
+    // The room channels are subscribed again after the main one, and Pub/Sub keeps nothing
+    // for a subscription not yet made: wait until a broadcast from s1 to each room used
+    // below reaches s2's socket in it (probes have their own event, not counted below).
+    for (const [target, receiver] of [[all, 4], [room, 5]]) {
+      let n = 0;
+      await eventually(async () => {
+        n += 1;
+        await ack(sockets[2], "broadcast", { to: [target], event: "ready-probe", args: [target, n] });
+        await sleep(100);
+        assert.ok(recs[receiver].named("ready-probe").some((a) => a[0] === target), `s2 hears ${target} again`);
+      }, 30_000, 100);
+    }
 
     const ROUNDS = 20;
     for (let k = 0; k < ROUNDS; k++) {
