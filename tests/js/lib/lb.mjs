@@ -276,7 +276,7 @@ export async function runLoad(url, options = {}) {
       ...(agent ? { agent } : {}),
     });
     const c = { i, socket, room: `room-${i % rooms}`, kind: transports ? "polling" : "upgrade", received: new Map() };
-    socket.on("connect_error", (err) => r.connectErrors.push(`${c.kind} #${i}: ${err.message}`));
+    socket.on("connect_error", (err) => r.connectErrors.push(`${c.kind} #${i}: ${err.message} ${err.description?.message ?? err.description ?? ""}`.trim()));
     socket.on("disconnect", (reason, details) => {
       if (!stopping) r.disconnects.push(`${c.kind} #${i} (${c.node}): ${reason} ${details?.description?.message ?? details?.message ?? ""}`);
     });
@@ -297,7 +297,9 @@ export async function runLoad(url, options = {}) {
         });
         c.socket.once("connect_error", (e) => {
           clearTimeout(t);
-          reject(e);
+          // What the transport saw (an HTTP status, or the socket error), not only "xhr post error".
+          const seen = e.description?.message ?? e.description ?? "";
+          reject(new Error(`client #${c.i} (${c.kind}): ${e.message} ${seen}`.trim(), { cause: e }));
         });
       });
     }

@@ -41,6 +41,10 @@ pub struct Membership {
     /// that joined since the last refresh is rare; a flood of forged sids is not, and
     /// must not turn into Redis load.
     lookups: Mutex<(Instant, u32)>,
+    /// Lookups on their way, by owner id: a burst of requests for a node that just
+    /// joined (every client of its first sessions at once) waits on one Redis GET and
+    /// spends one unit of the budget, not one each. An entry lives while its GET does.
+    in_flight: Lookups,
     /// Set by `leave`: the renewal stops, so a node that left stays out.
     left: AtomicBool,
 }
@@ -52,6 +56,38 @@ const MAX_MISSES: usize = 4096;
 /// Most Redis lookups of unknown owners per second; past that an unknown owner is
 /// answered "Session ID unknown" until the next view refresh.
 const MAX_LOOKUPS_PER_SEC: u32 = 20;
+
+type Lookups = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<String>>>>>;
+
+/// One caller's share of a lookup on its way; the last one to leave removes the entry,
+/// whether the lookup finished or every caller was dropped before it did.
+struct InFlight<'a> {
+    map: &'a Lookups,
+    id: &'a str,
+    cell: Option<Arc<tokio::sync::OnceCell<Option<String>>>>,
+}
+
+impl<'a> InFlight<'a> {
+    fn join(map: &'a Lookups, id: &'a str) -> InFlight<'a> {
+        let cell = map.lock().unwrap().entry(id.to_owned()).or_default().clone();
+        InFlight { map, id, cell: Some(cell) }
+    }
+
+    fn cell(&self) -> &tokio::sync::OnceCell<Option<String>> {
+        self.cell.as_ref().expect("held until drop")
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        // Clones and drops of the entry happen under the lock, so the count is exact.
+        let mut map = self.map.lock().unwrap();
+        drop(self.cell.take());
+        if map.get(self.id).is_some_and(|c| Arc::strong_count(c) == 1) {
+            map.remove(self.id);
+        }
+    }
+}
 
 /// Renews only this process's own registration; re-creates it if it expired meanwhile.
 /// Returns 1 (renewed), 2 (re-created), 0 (held by another process).
@@ -100,6 +136,7 @@ impl Membership {
             secret,
             misses: Mutex::new(HashMap::new()),
             lookups: Mutex::new((Instant::now(), 0)),
+            in_flight: Mutex::new(HashMap::new()),
             left: AtomicBool::new(false),
         });
         cluster.register(path).await?;
@@ -256,12 +293,22 @@ impl Membership {
                 misses.retain(|_, at| at.elapsed() < MISS_TTL);
             }
         }
+        let waiter = InFlight::join(&self.in_flight, id);
+        // One caller runs the lookup; the others wait for its answer (if it is dropped
+        // midway, one of them takes over).
+        waiter.cell().get_or_init(|| self.look_up(id)).await.clone()
+    }
+
+    /// One Redis GET for the address of `id`, within the budget; the answer goes into the
+    /// view, or the miss into the miss cache.
+    async fn look_up(&self, id: &str) -> Option<String> {
         {
             let mut lookups = self.lookups.lock().unwrap();
             if lookups.0.elapsed() >= Duration::from_secs(1) {
                 *lookups = (Instant::now(), 0);
             }
             if lookups.1 >= MAX_LOOKUPS_PER_SEC {
+                tracing::debug!(node = %id, "owner lookup budget spent; answered as unknown");
                 return None;
             }
             lookups.1 += 1;
