@@ -32,7 +32,7 @@ mod builder;
 mod client;
 mod engine_handler;
 pub mod extract;
-mod handshake;
+pub(crate) mod handshake;
 mod namespace;
 mod observer;
 mod server;
