@@ -171,23 +171,32 @@ impl Subscriber for RedisAdapter {
     }
 }
 
+/// The room bookkeeping of an adapter whose rooms live in its `local` part: both Redis
+/// adapters keep only this node's sockets' rooms.
+macro_rules! local_rooms {
+    () => {
+        fn add_all(&self, id: &SocketId, rooms: &[Room]) {
+            self.local.add_all(id, rooms)
+        }
+        fn del(&self, id: &SocketId, room: &Room) {
+            self.local.del(id, room)
+        }
+        fn del_all(&self, id: &SocketId) {
+            self.local.del_all(id)
+        }
+        fn socket_rooms(&self, id: &SocketId) -> Vec<Room> {
+            self.local.socket_rooms(id)
+        }
+        fn rooms(&self) -> Vec<Room> {
+            self.local.rooms()
+        }
+    };
+}
+pub(crate) use local_rooms;
+
 #[async_trait]
 impl Adapter for RedisAdapter {
-    fn add_all(&self, id: &SocketId, rooms: &[Room]) {
-        self.local.add_all(id, rooms)
-    }
-    fn del(&self, id: &SocketId, room: &Room) {
-        self.local.del(id, room)
-    }
-    fn del_all(&self, id: &SocketId) {
-        self.local.del_all(id)
-    }
-    fn socket_rooms(&self, id: &SocketId) -> Vec<Room> {
-        self.local.socket_rooms(id)
-    }
-    fn rooms(&self) -> Vec<Room> {
-        self.local.rooms()
-    }
+    local_rooms!();
 
     fn broadcast(&self, packet: Packet, opts: BroadcastOptions) {
         self.publish_broadcast(packet, opts)

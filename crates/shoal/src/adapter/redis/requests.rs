@@ -27,6 +27,39 @@ pub(super) enum Pending {
 }
 
 /// What another node tells us about one of our broadcasts with acks.
+/// Collects the acks of a broadcast that went to every node: the local recipients' and,
+/// from the other nodes, how many recipients each has and their acks, until `servers`
+/// nodes counted theirs and every ack arrived, or `deadline`.
+pub(super) async fn collect_acks(
+    local_count: usize,
+    mut local_acks: crate::adapter::memory::AckReceiver,
+    servers: usize,
+    deadline: tokio::time::Instant,
+    rx: &mut mpsc::UnboundedReceiver<AckEvent>,
+) -> AckResponses {
+    let mut expected = local_count;
+    let mut servers_counted = 1;
+    let mut responses = Vec::new();
+    let mut local_done = local_count == 0;
+    let mut timed_out = false;
+    while !(servers_counted >= servers && responses.len() >= expected) {
+        tokio::select! {
+            next = local_acks.next(Some(deadline)), if !local_done => match next {
+                AckNext::Ack(first) => responses.push(first),
+                AckNext::Closed => local_done = true,
+                AckNext::Timeout => { timed_out = true; break; }
+            },
+            event = rx.recv() => match event {
+                Some(AckEvent::ClientCount(count)) => { expected += count; servers_counted += 1; }
+                Some(AckEvent::Ack(first)) => responses.push(first),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => { timed_out = true; break; }
+        }
+    }
+    AckResponses { expected, timed_out: timed_out || responses.len() < expected || servers_counted < servers, responses }
+}
+
 pub(super) enum AckEvent {
     /// How many of its sockets were sent the packet (so how many acks it will relay).
     ClientCount(usize),
@@ -139,29 +172,10 @@ impl RedisAdapter {
             }
         };
         self.link.publish(self.channels.request.clone(), wire::encode_msgpack(&request));
-        let (local_count, mut local_acks) = self.local.start_broadcast_with_ack(packet, &opts);
-        let mut expected = local_count;
-        let mut servers_counted = 1;
-        let mut responses = Vec::new();
-        let mut local_done = local_count == 0;
-        let mut timed_out = false;
-        while !(servers_counted >= servers && responses.len() >= expected) {
-            tokio::select! {
-                next = local_acks.next(Some(deadline)), if !local_done => match next {
-                    AckNext::Ack(first) => responses.push(first),
-                    AckNext::Closed => local_done = true,
-                    AckNext::Timeout => { timed_out = true; break; }
-                },
-                event = rx.recv() => match event {
-                    Some(AckEvent::ClientCount(count)) => { expected += count; servers_counted += 1; }
-                    Some(AckEvent::Ack(first)) => responses.push(first),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => { timed_out = true; break; }
-            }
-        }
+        let (local_count, local_acks) = self.local.start_broadcast_with_ack(packet, &opts);
+        let responses = collect_acks(local_count, local_acks, servers, deadline, &mut rx).await;
         self.ack_requests.lock().unwrap().remove(&request_id);
-        AckResponses { expected, timed_out: timed_out || responses.len() < expected || servers_counted < servers, responses }
+        responses
     }
 
     /// An answer to one of our requests (on the shared or our own response channel).

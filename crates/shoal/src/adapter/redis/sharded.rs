@@ -18,7 +18,8 @@
 //! kept by this adapter: connection state recovery works on the node that held the
 //! session, as with the official sharded adapter.
 
-use super::requests::{AckEvent, Pending};
+use super::local_rooms;
+use super::requests::{collect_acks, AckEvent, Pending};
 use super::wire;
 use super::{RedisLink, Subscriber};
 use crate::adapter::{
@@ -431,21 +432,7 @@ impl Subscriber for ShardedAdapter {
 
 #[async_trait]
 impl Adapter for ShardedAdapter {
-    fn add_all(&self, id: &SocketId, rooms: &[Room]) {
-        self.local.add_all(id, rooms)
-    }
-    fn del(&self, id: &SocketId, room: &Room) {
-        self.local.del(id, room)
-    }
-    fn del_all(&self, id: &SocketId) {
-        self.local.del_all(id)
-    }
-    fn socket_rooms(&self, id: &SocketId) -> Vec<Room> {
-        self.local.socket_rooms(id)
-    }
-    fn rooms(&self) -> Vec<Room> {
-        self.local.rooms()
-    }
+    local_rooms!();
 
     fn broadcast(&self, mut packet: Packet, opts: BroadcastOptions) {
         self.local.record(&mut packet, &opts);
@@ -487,29 +474,10 @@ impl Adapter for ShardedAdapter {
             }
         };
         self.publish(self.channel.clone(), &message);
-        let (local_count, mut local_acks) = self.local.start_broadcast_with_ack(packet, &opts);
-        let mut expected = local_count;
-        let mut servers_counted = 1;
-        let mut responses = Vec::new();
-        let mut local_done = local_count == 0;
-        let mut timed_out = false;
-        while !(servers_counted >= servers && responses.len() >= expected) {
-            tokio::select! {
-                next = local_acks.next(Some(deadline)), if !local_done => match next {
-                    AckNext::Ack(first) => responses.push(first),
-                    AckNext::Closed => local_done = true,
-                    AckNext::Timeout => { timed_out = true; break; }
-                },
-                event = rx.recv() => match event {
-                    Some(AckEvent::ClientCount(count)) => { expected += count; servers_counted += 1; }
-                    Some(AckEvent::Ack(first)) => responses.push(first),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => { timed_out = true; break; }
-            }
-        }
+        let (local_count, local_acks) = self.local.start_broadcast_with_ack(packet, &opts);
+        let responses = collect_acks(local_count, local_acks, servers, deadline, &mut rx).await;
         self.ack_requests.lock().unwrap().remove(&request_id);
-        Ok(AckResponses { expected, timed_out: timed_out || responses.len() < expected || servers_counted < servers, responses })
+        Ok(responses)
     }
 
     async fn fetch_sockets(&self, opts: BroadcastOptions) -> Result<Vec<SocketInfo>, AdapterError> {
