@@ -9,7 +9,8 @@
 #
 # Environment: SOAK_MINUTES (30), SOAK_CLIENTS (19000), SOAK_CHURN_S (600: each client drops
 # after 600 s on average, exponentially, so 10% of them per minute), FAULT_CLIENTS (300),
-# FAULT_PAUSE_S (30). Everything runs on loopback; every wait is bounded; the servers and
+# FAULT_PAUSE_S (30), SOAK_FEATURES (cargo features of bench-shoal, e.g. `jemalloc` to run the
+# server on jemalloc instead of glibc's malloc). Everything runs on loopback; every wait is bounded; the servers and
 # redis-server started here are stopped at exit. Results: bench/results/soak-<stamp>/.
 # Exit status: 1 if a run failed, 2 if a figure missed its bar (delivery below 100%, RSS not
 # flat), 0 otherwise.
@@ -45,7 +46,9 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 [ -d "$ROOT/tests/js/node_modules/socket.io-client" ] || npm ci --prefix "$ROOT/tests/js" --no-audit --no-fund
 log "building loadgen and bench-shoal (release)"
-cargo build --release --manifest-path "$BENCH/Cargo.toml" -p loadgen -p bench-shoal
+features=()
+[ -n "${SOAK_FEATURES:-}" ] && features=(--features "bench-shoal/$SOAK_FEATURES")
+cargo build --release --manifest-path "$BENCH/Cargo.toml" -p loadgen -p bench-shoal "${features[@]}"
 BIN="$BENCH/target/release"
 STATUS=0
 

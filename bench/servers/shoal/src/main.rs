@@ -15,7 +15,10 @@
 //! time> in_use=<bytes handed out> free=<bytes kept in the arenas, not in use>
 //! mmap=<bytes in large mapped blocks> sessions=<n>` (glibc's `mallinfo2`, summed over its
 //! arenas). Set beside the process's RSS, it tells a leak (in_use grows) from memory the
-//! allocator keeps (free grows). The soak (`bench/soak.sh`) records it.
+//! allocator keeps (free grows). The soak (`bench/soak.sh`) records it. Built with
+//! `--features jemalloc`, the server allocates with jemalloc and the line carries jemalloc's
+//! counters: in_use = allocated, free = active pages not allocated, mmap = resident pages
+//! beyond the active ones (dirty pages not yet returned).
 //! Prints `LISTENING <port>` once ready; stops on SIGTERM or Ctrl-C.
 
 use shoal::adapter::redis::{factory, sharded_factory, RedisLink, RedisOptions, ShardedOptions};
@@ -117,16 +120,34 @@ fn main() -> std::io::Result<()> {
     })
 }
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// What jemalloc holds: (bytes allocated, bytes in its active pages not allocated, bytes it
+/// keeps mapped beyond its active pages: resident - active, dirty pages not yet purged).
+#[cfg(feature = "jemalloc")]
+fn heap() -> (usize, usize, usize) {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return (0, 0, 0);
+    }
+    let allocated = stats::allocated::read().unwrap_or(0);
+    let active = stats::active::read().unwrap_or(0);
+    let resident = stats::resident::read().unwrap_or(0);
+    (allocated, active.saturating_sub(allocated), resident.saturating_sub(active))
+}
+
 /// What glibc's allocator holds: (bytes in use, bytes free in its arenas, bytes in mmapped
 /// blocks), summed over every arena.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "jemalloc")))]
 fn heap() -> (usize, usize, usize) {
     // SAFETY: mallinfo2 only reads the allocator's counters.
     let m = unsafe { libc::mallinfo2() };
     (m.uordblks, m.fordblks, m.hblkhd)
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(not(any(all(target_os = "linux", target_env = "gnu"), feature = "jemalloc")))]
 fn heap() -> (usize, usize, usize) {
     (0, 0, 0)
 }
