@@ -11,13 +11,15 @@ use crate::engine::{CloseReason, Message, ProtocolVersion, Session};
 use crate::protocol::msgpack_packet;
 use crate::protocol::socket_packet::{decode, Decoded, Packet, PacketKind, PartialPacket};
 use crate::protocol::{Parser, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 pub(crate) struct Client {
     server: Weak<ServerShared>,
-    sockets: Mutex<HashMap<String, Socket>>,
+    /// Its sockets by namespace: most sessions have one, so a list (no table per session).
+    sockets: Mutex<Vec<(Box<str>, Socket)>>,
+    /// Namespaces whose CONNECT is on its way (middlewares running); freed when empty.
     connecting: Mutex<HashSet<String>>,
     partial: Mutex<Option<PartialPacket>>,
     pub(crate) connected_once: AtomicBool,
@@ -27,7 +29,7 @@ impl Client {
     pub(crate) fn new(server: Weak<ServerShared>) -> Client {
         Client {
             server,
-            sockets: Mutex::new(HashMap::new()),
+            sockets: Mutex::new(Vec::new()),
             connecting: Mutex::new(HashSet::new()),
             partial: Mutex::new(None),
             connected_once: AtomicBool::new(false),
@@ -35,24 +37,51 @@ impl Client {
     }
 
     pub(crate) fn add_socket(&self, nsp: &str, socket: Socket) {
-        self.sockets.lock().unwrap().insert(nsp.to_owned(), socket);
+        {
+            let mut sockets = self.sockets.lock().unwrap();
+            match sockets.iter_mut().find(|(n, _)| **n == *nsp) {
+                Some(slot) => slot.1 = socket,
+                None => {
+                    sockets.reserve_exact(1);
+                    sockets.push((nsp.into(), socket));
+                }
+            }
+        }
         self.connected_once.store(true, Ordering::Release);
     }
 
     pub(crate) fn remove_socket(&self, nsp: &str) {
-        self.sockets.lock().unwrap().remove(nsp);
+        let mut sockets = self.sockets.lock().unwrap();
+        sockets.retain(|(n, _)| **n != *nsp);
+        if sockets.is_empty() {
+            sockets.shrink_to_fit();
+        }
+    }
+
+    /// The socket of namespace `nsp`, if connected.
+    fn socket(&self, nsp: &str) -> Option<Socket> {
+        self.sockets.lock().unwrap().iter().find(|(n, _)| **n == *nsp).map(|(_, s)| s.clone())
+    }
+
+    /// The CONNECT to `nsp` is over (connected or refused).
+    fn done_connecting(&self, nsp: &str) {
+        let mut connecting = self.connecting.lock().unwrap();
+        connecting.remove(nsp);
+        if connecting.is_empty() {
+            connecting.shrink_to_fit();
+        }
     }
 
     /// Server-side disconnect of every namespace of this session.
     pub(crate) fn disconnect_all(&self) {
-        let sockets: Vec<Socket> = self.sockets.lock().unwrap().values().cloned().collect();
+        let sockets: Vec<Socket> = self.sockets.lock().unwrap().iter().map(|(_, s)| s.clone()).collect();
         for s in sockets {
             s.disconnect(false);
         }
     }
 
     pub(crate) fn on_close(&self, reason: CloseReason) {
-        let sockets: Vec<Socket> = self.sockets.lock().unwrap().drain().map(|(_, s)| s).collect();
+        let sockets: Vec<Socket> = std::mem::take(&mut *self.sockets.lock().unwrap()).into_iter().map(|(_, s)| s).collect();
         let reason = DisconnectReason::from(reason);
         for s in sockets {
             s.on_close(reason);
@@ -129,7 +158,7 @@ impl Client {
             }
             packet.nsp = nsp;
         }
-        let socket = self.sockets.lock().unwrap().get(&packet.nsp).cloned();
+        let socket = self.socket(&packet.nsp);
         match (packet.kind, socket) {
             (PacketKind::Connect, None) => {
                 let limits = &server.config.limits;
@@ -154,7 +183,7 @@ impl Client {
                 }
                 let auth = packet.data.unwrap_or_else(|| Value::Object(Default::default()));
                 let Some(ns) = server.namespace_for_connect(&packet.nsp, &auth) else {
-                    self.connecting.lock().unwrap().remove(&packet.nsp);
+                    self.done_connecting(&packet.nsp);
                     let mut err = indexmap::IndexMap::new();
                     err.insert("message".to_owned(), Value::from("Invalid namespace"));
                     let reply = Packet::connect_error(&packet.nsp, Value::Object(err));
@@ -167,7 +196,7 @@ impl Client {
                 run_handler(
                     move || async move {
                         Namespace::connect(ns, client.clone(), session2, auth).await;
-                        client.connecting.lock().unwrap().remove(&nsp);
+                        client.done_connecting(&nsp);
                     },
                     on_panic,
                 );
@@ -205,8 +234,8 @@ impl Client {
         move |message: String| {
             tracing::error!(sid = %session.sid, %nsp, panic = %message, "connect middleware panicked; refusing this connection");
             let Some(client) = client.upgrade() else { return };
-            client.connecting.lock().unwrap().remove(&nsp);
-            let socket = client.sockets.lock().unwrap().get(&nsp).cloned();
+            client.done_connecting(&nsp);
+            let socket = client.socket(&nsp);
             match socket {
                 Some(socket) => socket.disconnect(false),
                 None => {

@@ -141,7 +141,9 @@ pub(crate) struct SocketShared {
     /// Built from the session's request on first use (most sockets never ask).
     handshake: std::sync::OnceLock<Box<Handshake>>,
     auth: Value,
-    handlers: RwLock<HashMap<String, EventHandler>>,
+    /// By event name. A list, not a map: a socket has a handful of handlers, and an
+    /// idle socket's list costs a third of a map's table (scanned by length first).
+    handlers: RwLock<Vec<(Box<str>, EventHandler)>>,
     any_handlers: RwLock<Vec<EventHandler>>,
     disconnecting_handlers: Mutex<Vec<DisconnectHandler>>,
     disconnect_handlers: Mutex<Vec<DisconnectHandler>>,
@@ -216,7 +218,7 @@ impl Socket {
             client,
             handshake: std::sync::OnceLock::new(),
             auth,
-            handlers: RwLock::new(HashMap::new()),
+            handlers: RwLock::new(Vec::new()),
             any_handlers: RwLock::new(Vec::new()),
             disconnecting_handlers: Mutex::new(Vec::new()),
             disconnect_handlers: Mutex::new(Vec::new()),
@@ -320,12 +322,24 @@ impl Socket {
         H: Handler<Args>,
     {
         let h: EventHandler = into_event_handler(handler);
-        self.0.handlers.write().unwrap().insert(event.into(), h);
+        let event: String = event.into();
+        let mut handlers = self.0.handlers.write().unwrap();
+        match handlers.iter_mut().find(|(name, _)| **name == *event) {
+            Some(slot) => slot.1 = h,
+            None => {
+                handlers.reserve_exact(1);
+                handlers.push((event.into_boxed_str(), h));
+            }
+        }
     }
 
     /// Removes the handler of an event.
     pub fn off(&self, event: &str) {
-        self.0.handlers.write().unwrap().remove(event);
+        let mut handlers = self.0.handlers.write().unwrap();
+        handlers.retain(|(name, _)| **name != *event);
+        if handlers.is_empty() {
+            handlers.shrink_to_fit();
+        }
     }
 
     /// A catch-all listener: called for every event, before its named handler. It takes
@@ -653,7 +667,7 @@ impl Socket {
             let what = Lazy(event.name.clone(), "catch-all listener (event {:?})");
             run_handler(move || h(socket, event), self.panic_closes(what));
         }
-        let handler = self.0.handlers.read().unwrap().get(&event.name).cloned();
+        let handler = self.0.handlers.read().unwrap().iter().find(|(name, _)| **name == *event.name).map(|(_, h)| h.clone());
         match handler {
             Some(h) => {
                 // Formatted only if the handler panics (this runs for every event).
