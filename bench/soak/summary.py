@@ -44,6 +44,9 @@ summary = {
     "reconnects": ch.get("reconnects"),
     "recovered": ch.get("recovered"),
     "not_recovered": (ch["reconnects"] - ch["recovered"]) if ch else None,
+    # Of those, reconnections with no offset to send (no event since connecting): not
+    # recoverable by the protocol, with any server.
+    "not_recovered_no_offset": ch.get("no_offset"),
     "reconnect_failed": ch.get("reconnect_failed"),
     "duplicates": ch.get("duplicates"),
     "sessions_closed_early": r.get("sessions_closed_early"),

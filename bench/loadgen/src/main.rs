@@ -309,6 +309,7 @@ struct Results {
     slow_dropped: u64,
     reconnects: u64,
     recovered: u64,
+    no_offset: u64,
     duplicates: u64,
     reconnect_failed: u64,
     cpu_s: f64,
@@ -319,7 +320,7 @@ struct Results {
 
 fn results(msgs: &[Value]) -> Results {
     let mut r = Results {
-        ok: 0, closed: 0, rx_measured: 0, rx_total: 0, echo_sent: 0, echo_acked: 0, slow_checked: 0, slow_dropped: 0, reconnects: 0, recovered: 0, duplicates: 0, reconnect_failed: 0, cpu_s: 0.0,
+        ok: 0, closed: 0, rx_measured: 0, rx_total: 0, echo_sent: 0, echo_acked: 0, slow_checked: 0, slow_dropped: 0, reconnects: 0, recovered: 0, no_offset: 0, duplicates: 0, reconnect_failed: 0, cpu_s: 0.0,
         latency: stats::histogram(), rtt: stats::histogram(), errors: vec![],
     };
     for m in msgs {
@@ -334,6 +335,7 @@ fn results(msgs: &[Value]) -> Results {
         r.slow_dropped += n("slow_dropped");
         r.reconnects += n("reconnects");
         r.recovered += n("recovered");
+        r.no_offset += n("no_offset");
         r.duplicates += n("duplicates");
         r.reconnect_failed += n("reconnect_failed");
         r.cpu_s += m["cpu_s"].as_f64().unwrap_or(0.0);
@@ -559,7 +561,7 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
                     "both_cpu_s_per_million": if r.rx_measured > 0 { round3((server_cpu + pc) / (r.rx_measured as f64 / 1e6)) } else { 0.0 }});
             }
             if churn > 0.0 {
-                out["churn"] = json!({"mean_s": churn, "reconnects": r.reconnects, "recovered": r.recovered,
+                out["churn"] = json!({"mean_s": churn, "reconnects": r.reconnects, "recovered": r.recovered, "no_offset": r.no_offset,
                     "duplicates": r.duplicates, "reconnect_failed": r.reconnect_failed});
             }
             out["delivery"] = json!({

@@ -78,6 +78,9 @@ struct Stats {
     slow_dropped: u64,
     reconnects: u64,
     recovered: u64,
+    /// Reconnections with no offset to send: the receiver got no event since it connected
+    /// (the official client then sends no offset either, and no server can recover it).
+    no_offset: u64,
     duplicates: u64,
     reconnect_failed: u64,
     errors: Vec<String>,
@@ -331,6 +334,7 @@ pub fn run(spec: WorkerSpec) -> ! {
             slow_dropped: 0,
             reconnects: 0,
             recovered: 0,
+            no_offset: 0,
             duplicates: 0,
             reconnect_failed: 0,
             errors: Vec::new(),
@@ -401,7 +405,7 @@ pub fn run(spec: WorkerSpec) -> ! {
                         "rx_measured": s.rx_measured, "rx_total": s.rx_total, "latency": encode(&s.latency),
                         "echo_sent": s.echo_sent, "echo_acked": s.echo_acked, "rtt": encode(&s.rtt),
                         "slow_checked": s.slow_checked, "slow_dropped": s.slow_dropped,
-                        "reconnects": s.reconnects, "recovered": s.recovered, "duplicates": s.duplicates,
+                        "reconnects": s.reconnects, "recovered": s.recovered, "no_offset": s.no_offset, "duplicates": s.duplicates,
                         "reconnect_failed": s.reconnect_failed,
                         "cpu_s": self_cpu_secs() - cpu_mark, "errors": s.errors,
                     });
@@ -559,6 +563,7 @@ async fn churn_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc<S
         let permit = if first { Some(sem.acquire().await.expect("semaphore open")) } else { None };
         let start_us = now_us();
         let t0 = Instant::now();
+        let sent_no_offset = !first && offset.is_none();
         let auth = match (&pid, &offset) {
             (Some(p), Some(o)) => format!("40{{\"pid\":\"{p}\",\"offset\":\"{o}\"}}"),
             _ => "40".to_owned(),
@@ -622,6 +627,7 @@ async fn churn_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc<S
             } else {
                 s.reconnects += 1;
                 s.recovered += recovered as u64;
+                s.no_offset += sent_no_offset as u64;
             }
         }
         if !recovered {
