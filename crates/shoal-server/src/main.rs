@@ -10,6 +10,12 @@ use shoal_server::config::{file, listen, listen_on, run_node, shutdown_signal, C
 use shoal_server::{demo, gateway};
 use std::time::Duration;
 
+/// jemalloc keeps RSS flat under connection churn, where glibc's arenas grow (feature
+/// `jemalloc`, on by default; docs/reliability.md has the measurements).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
