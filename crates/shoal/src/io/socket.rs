@@ -140,7 +140,9 @@ pub(crate) struct SocketShared {
     client: Weak<Client>,
     /// Built from the session's request on first use (most sockets never ask).
     handshake: std::sync::OnceLock<Box<Handshake>>,
-    auth: Value,
+    /// The CONNECT's payload; None for an empty object (most clients send none), so an
+    /// idle socket does not carry 72 bytes for it.
+    auth: Option<Box<Value>>,
     /// By event name. A list, not a map: a socket has a handful of handlers, and an
     /// idle socket's list costs a third of a map's table (scanned by length first).
     handlers: RwLock<Vec<(Box<str>, EventHandler)>>,
@@ -161,7 +163,7 @@ pub(crate) struct SocketShared {
     /// Right after a restore: the packets replayed, so that one also arriving live (it was
     /// logged before the replay and delivered after) is not sent twice. Cleared by the
     /// first live packet that is not among them.
-    replayed: Mutex<Option<std::collections::HashSet<bytes::Bytes>>>,
+    replayed: Mutex<Option<Box<std::collections::HashSet<bytes::Bytes>>>>,
     /// Private session id for connection state recovery (None when recovery is off).
     pid: Option<String>,
     recovered: bool,
@@ -217,7 +219,10 @@ impl Socket {
             session,
             client,
             handshake: std::sync::OnceLock::new(),
-            auth,
+            auth: match auth {
+                Value::Object(map) if map.is_empty() => None,
+                other => Some(Box::new(other)),
+            },
             handlers: RwLock::new(Vec::new()),
             any_handlers: RwLock::new(Vec::new()),
             disconnecting_handlers: Mutex::new(Vec::new()),
@@ -247,7 +252,7 @@ impl Socket {
     /// The handshake: headers, query, address, `auth` of the CONNECT, time.
     pub fn handshake(&self) -> &Handshake {
         // Boxed: most sockets never ask, and the record is large.
-        self.0.handshake.get_or_init(|| Box::new(Handshake::new(&self.0.session.handshake, self.0.auth.clone())))
+        self.0.handshake.get_or_init(|| Box::new(Handshake::new(&self.0.session.handshake, self.0.auth.as_deref().cloned().unwrap_or_else(|| Value::Object(Default::default())))))
     }
     /// The Engine.IO session under this socket (shared by its other namespaces).
     pub fn session(&self) -> &Arc<Session> {
@@ -585,7 +590,7 @@ impl Socket {
         }
         let _ = self.0.session.send_all(self.ns().parser().encode(answer).to_out_packets());
         if !replayed.is_empty() {
-            *self.0.replayed.lock().unwrap() = Some(replayed);
+            *self.0.replayed.lock().unwrap() = Some(Box::new(replayed));
         }
         self.0.connected.store(true, Ordering::Release);
         true
