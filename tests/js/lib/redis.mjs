@@ -25,8 +25,10 @@ function requireRedis() {
 }
 
 export class RedisServer {
-  constructor(port) {
+  /** `extraArgs`: more redis-server flags, e.g. `["--replicaof", "127.0.0.1", "6379"]`. */
+  constructor(port, extraArgs = []) {
     this.port = port;
+    this.extraArgs = extraArgs;
     this.url = `redis://127.0.0.1:${port}`;
     this.child = null;
     this.log = "";
@@ -58,7 +60,7 @@ export class RedisServer {
     this.exited = false;
     const child = spawn(
       REDIS_BIN,
-      ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", ...this.extraArgs],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child = child;
