@@ -11,7 +11,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { RedisServer, REDIS_BIN, startRedis } from "./redis.mjs";
+import { RedisServer, REDIS_BIN, requireRedis } from "./redis.mjs";
 import { freePort, sleep } from "./server.mjs";
 
 export const MASTER = "m";
@@ -89,9 +89,12 @@ export async function startSentinelSetup() {
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const primary = await startRedis();
+    requireRedis();
+    // In the temp dir: a replica's full sync writes dump.rdb in its working directory.
+    const primary = new RedisServer(await freePort(), ["--dir", dir]);
     setup.servers.push(primary);
-    const replica = new RedisServer(await freePort(), ["--replicaof", "127.0.0.1", String(primary.port)]);
+    await primary.start();
+    const replica = new RedisServer(await freePort(), ["--dir", dir, "--replicaof", "127.0.0.1", String(primary.port)]);
     setup.servers.push(replica);
     await replica.start();
     // The sentinel learns the replicas from the primary's INFO at once, then every 10 s:

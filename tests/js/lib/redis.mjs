@@ -14,7 +14,8 @@ export const REDIS_BIN = process.env.REDIS_SERVER ?? "redis-server";
 const READY_TIMEOUT_MS = 10_000;
 const LOG_TAIL_BYTES = 8 * 1024;
 
-function requireRedis() {
+/** Throws, with how to install it, when redis-server cannot run. */
+export function requireRedis() {
   const probe = spawnSync(REDIS_BIN, ["--version"], { encoding: "utf8" });
   if (probe.error || probe.status !== 0) {
     throw new Error(
