@@ -514,7 +514,7 @@ const MASK: &str = "********";
 
 /// `redis://user:secret@host` → `redis://user:********@host`; a password among the
 /// parameters (`redis+sentinel://.../m?sentinel_password=secret`) is masked too.
-fn mask_url(url: &str) -> String {
+pub(crate) fn mask_url(url: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, Some(query)),
         None => (url, None),

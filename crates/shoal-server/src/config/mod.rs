@@ -314,7 +314,7 @@ impl Config {
                 adapter,
                 ..ClusterOptions::new(redis, advertise)
             });
-            tracing::info!(%url, key = %self.redis_key, adapter = ?adapter, "clustering through Redis");
+            tracing::info!(url = %file::mask_url(url), key = %self.redis_key, adapter = ?adapter, "clustering through Redis");
         }
         let io = builder.start().await.map_err(|e| e.to_string())?;
         if self.admin_ui {

@@ -100,7 +100,15 @@ impl Conn {
             }
             Conn::Sentinel(sentinel) => {
                 let (mut manager, generation) = sentinel.manager();
-                let result = cmd.query_async(&mut manager).await;
+                // A command stuck on an old primary (unreachable, the manager reconnecting)
+                // is abandoned when the primary moves, so the caller retries on the new one.
+                let result = tokio::select! {
+                    result = cmd.query_async(&mut manager) => result,
+                    _ = sentinel.moved_from(generation) => Err(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "the Redis primary moved during the command",
+                    ))),
+                };
                 if let Err(e) = &result {
                     if primary_lost(e) {
                         sentinel.recheck(generation).await;
@@ -257,8 +265,11 @@ impl RedisLink {
     /// Checks the form of a Redis URL (plain, `redis+cluster://`, `redis+sentinel://`)
     /// without connecting: what `shoal config check` runs.
     pub fn check_url(url: &str) -> Result<(), String> {
-        if super::cluster_link::cluster_seeds(url)?.is_some() || super::sentinel_link::sentinel_target(url)?.is_some() {
-            return Ok(());
+        if let Some(seeds) = super::cluster_link::cluster_seeds(url)? {
+            return seeds.iter().try_for_each(|seed| redis::Client::open(seed.as_str()).map(|_| ()).map_err(|e| format!("invalid Redis Cluster URL: {e}")));
+        }
+        if let Some(target) = super::sentinel_link::sentinel_target(url)? {
+            return target.check();
         }
         redis::Client::open(url).map(|_| ()).map_err(|e| format!("invalid Redis URL: {e}"))
     }
@@ -592,8 +603,18 @@ async fn subscriber(
 
 #[cfg(test)]
 mod tests {
-    use super::count_in_numsub;
+    use super::{count_in_numsub, RedisLink};
     use redis::Value;
+
+    #[test]
+    fn urls_of_every_kind_are_checked_without_connecting() {
+        for good in ["redis://127.0.0.1:6379/2", "redis+cluster://h1:7000,h2:7001", "redis+sentinel://s1:26379,s2/mymaster/1"] {
+            RedisLink::check_url(good).unwrap();
+        }
+        assert!(RedisLink::check_url("http://127.0.0.1:6379").unwrap_err().contains("invalid Redis URL"));
+        assert!(RedisLink::check_url("redis+sentinel://s1:26379").unwrap_err().contains("no master name"));
+        assert!(RedisLink::check_url("redis+cluster://").unwrap_err().contains("no seed node"));
+    }
 
     #[test]
     fn numsub_replies_of_every_shape_are_counted() {

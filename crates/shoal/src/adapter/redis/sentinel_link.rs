@@ -178,6 +178,15 @@ impl SentinelTarget {
         format!("{}://{}{addr}/", self.scheme, self.sentinel_auth)
     }
 
+    /// Checks what the URL parser cannot: that the Redis client takes the addresses it
+    /// builds (a `rediss` one needs a TLS build of it).
+    pub(super) fn check(&self) -> Result<(), String> {
+        let sentinel = self.sentinel_url(&self.sentinels[0]);
+        redis::Client::open(sentinel).map_err(|e| format!("Redis Sentinel URL: {e}"))?;
+        redis::Client::open(self.data_url("127.0.0.1:6379")).map_err(|e| format!("Redis Sentinel URL: {e}"))?;
+        Ok(())
+    }
+
     /// For logs: the master and its sentinels, no secrets.
     pub(super) fn label(&self) -> String {
         format!("master {:?} via sentinels {}", self.master, self.sentinels.join(","))
@@ -246,6 +255,7 @@ impl Sentinel {
     /// Asks the sentinels for the primary and connects to it; fails with what each
     /// sentinel said when none names a reachable primary.
     pub(super) async fn connect(target: SentinelTarget) -> Result<Arc<Sentinel>, String> {
+        target.check()?;
         let (addr, good) = target.resolve(0).await.map_err(|e| format!("cannot connect through Redis Sentinel: {e}"))?;
         let manager = target
             .open(&addr)
