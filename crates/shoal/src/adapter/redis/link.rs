@@ -226,6 +226,8 @@ fn count_in_numsub(reply: &redis::Value) -> usize {
 
 /// Messages that may wait to be published before new ones are dropped.
 const PUBLISH_QUEUE: usize = 65_536;
+/// How long the publisher waits, after the primary moved, before it sends what queued.
+const SWITCH_GRACE: Duration = Duration::from_millis(300);
 
 impl RedisLink {
     /// Connects to Redis at `url` (`redis://host:port/db`). Fails at once if Redis cannot
@@ -470,10 +472,12 @@ pub(super) async fn publisher(conn: Conn, mut rx: mpsc::Receiver<Queued>, stats:
                         tracing::error!(error = %e, "Redis unreachable: cluster messages queue until it is back (local delivery continues)");
                         failing = true;
                     }
-                    // A new primary (Sentinel) ends the wait at once.
+                    // A new primary (Sentinel) ends the wait; what queued meanwhile goes out
+                    // after a short grace, so that the other nodes, told of the switch at the
+                    // same moment, have subscribed there first (Pub/Sub keeps nothing).
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = conn.moved_from(generation) => {}
+                        _ = conn.moved_from(generation) => tokio::time::sleep(SWITCH_GRACE).await,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
