@@ -15,7 +15,7 @@
 //! and drains to the new primary) and the subscriber is told to reconnect there.
 
 use redis::aio::ConnectionManager;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -25,9 +25,12 @@ const SENTINEL_PORT: u16 = 26379;
 /// How long one sentinel may take to answer (connect included).
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The least time between two lookups triggered by failing commands.
-const RECHECK_EVERY: Duration = Duration::from_millis(250);
+const RECHECK_EVERY: Duration = Duration::from_millis(150);
 /// How often the sentinels are asked, whatever happens.
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How often they are asked while the primary fails: every node learns of the new one
+/// within about this long of the sentinels naming it (see `SWITCH_GRACE` in link.rs).
+const POLL_IN_TROUBLE: Duration = Duration::from_millis(200);
 
 /// A parsed `redis+sentinel://` URL.
 #[derive(Debug, PartialEq)]
@@ -167,6 +170,9 @@ pub(super) struct Sentinel {
     rechecking: tokio::sync::Mutex<Option<Instant>>,
     /// The sentinel that answered last, asked first next time.
     last_good: AtomicUsize,
+    /// Set when a command or the subscription failed on the current primary; cleared
+    /// by a switch. The sentinels are then asked more often.
+    trouble: AtomicBool,
 }
 
 impl SentinelTarget {
@@ -269,6 +275,7 @@ impl Sentinel {
             moved,
             rechecking: tokio::sync::Mutex::new(None),
             last_good: AtomicUsize::new(good),
+            trouble: AtomicBool::new(false),
         });
         tokio::spawn(watch_sentinels(Arc::downgrade(&sentinel)));
         Ok(sentinel)
@@ -305,6 +312,12 @@ impl Sentinel {
     /// A command on the primary of generation `seen` failed as if it were gone or
     /// demoted: asks the sentinels (unless another lookup runs, or ran a moment ago).
     pub(super) async fn recheck(&self, seen: u64) {
+        self.trouble.store(true, Ordering::Relaxed);
+        self.poll(seen).await;
+    }
+
+    /// Asks the sentinels unless another lookup runs or ran a moment ago.
+    async fn poll(&self, seen: u64) {
         let Ok(mut last) = self.rechecking.try_lock() else { return };
         if last.is_some_and(|at| at.elapsed() < RECHECK_EVERY) {
             return;
@@ -346,6 +359,7 @@ impl Sentinel {
                 return;
             }
             c.generation += 1;
+            self.trouble.store(false, Ordering::Relaxed);
             c.url = self.target.data_url(&addr);
             c.addr = addr.clone();
             c.manager = manager;
@@ -357,11 +371,13 @@ impl Sentinel {
 }
 
 /// Follows the sentinels' `+switch-master` announcements (from one sentinel at a time,
-/// the next one if it goes away) and asks them every [`POLL_EVERY`] as a backstop.
+/// the next one if it goes away) and asks them every [`POLL_EVERY`] as a backstop,
+/// every [`POLL_IN_TROUBLE`] while the primary fails.
 /// Ends when the link is gone.
 async fn watch_sentinels(sentinel: Weak<Sentinel>) {
     use futures_util::StreamExt;
     let mut next = 0usize;
+    let every_second = (POLL_EVERY.as_millis() / POLL_IN_TROUBLE.as_millis()).max(1) as u32;
     loop {
         let (url, master, count) = {
             let Some(s) = sentinel.upgrade() else { return };
@@ -374,8 +390,9 @@ async fn watch_sentinels(sentinel: Weak<Sentinel>) {
             pubsub.subscribe("+switch-master").await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
-        let mut poll = tokio::time::interval(POLL_EVERY);
+        let mut poll = tokio::time::interval(POLL_IN_TROUBLE);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u32;
         match tokio::time::timeout(ASK_TIMEOUT, pubsub).await {
             Ok(Ok(pubsub)) => {
                 let mut stream = pubsub.into_on_message();
@@ -396,19 +413,22 @@ async fn watch_sentinels(sentinel: Weak<Sentinel>) {
                         }
                         _ = poll.tick() => {
                             let Some(s) = sentinel.upgrade() else { return };
-                            let seen = s.manager().1;
-                            s.recheck(seen).await;
+                            ticks = ticks.wrapping_add(1);
+                            if s.trouble.load(Ordering::Relaxed) || ticks % every_second == 0 {
+                                let seen = s.manager().1;
+                                s.poll(seen).await;
+                            }
                         }
                     }
                 }
             }
             _ => {
-                // No sentinel to listen to for now: poll until the next attempt.
-                for _ in 0..2 {
+                // No sentinel to listen to for now: poll for a second, then the next one.
+                for _ in 0..every_second {
                     poll.tick().await;
                     let Some(s) = sentinel.upgrade() else { return };
                     let seen = s.manager().1;
-                    s.recheck(seen).await;
+                    s.poll(seen).await;
                 }
             }
         }
