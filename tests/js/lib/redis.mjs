@@ -14,7 +14,8 @@ export const REDIS_BIN = process.env.REDIS_SERVER ?? "redis-server";
 const READY_TIMEOUT_MS = 10_000;
 const LOG_TAIL_BYTES = 8 * 1024;
 
-function requireRedis() {
+/** Throws, with how to install it, when redis-server cannot run. */
+export function requireRedis() {
   const probe = spawnSync(REDIS_BIN, ["--version"], { encoding: "utf8" });
   if (probe.error || probe.status !== 0) {
     throw new Error(
@@ -25,8 +26,10 @@ function requireRedis() {
 }
 
 export class RedisServer {
-  constructor(port) {
+  /** `extraArgs`: more redis-server flags, e.g. `["--replicaof", "127.0.0.1", "6379"]`. */
+  constructor(port, extraArgs = []) {
     this.port = port;
+    this.extraArgs = extraArgs;
     this.url = `redis://127.0.0.1:${port}`;
     this.child = null;
     this.log = "";
@@ -58,7 +61,7 @@ export class RedisServer {
     this.exited = false;
     const child = spawn(
       REDIS_BIN,
-      ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", ...this.extraArgs],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child = child;

@@ -512,16 +512,29 @@ impl Config {
 
 const MASK: &str = "********";
 
-/// `redis://user:secret@host` → `redis://user:********@host`.
-fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+/// `redis://user:secret@host` → `redis://user:********@host`; a password among the
+/// parameters (`redis+sentinel://.../m?sentinel_password=secret`) is masked too.
+pub(crate) fn mask_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let query = query.map(|q| {
+        let pairs = q.split('&').map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.contains("password") => format!("{key}={MASK}"),
+            _ => pair.to_owned(),
+        });
+        format!("?{}", pairs.collect::<Vec<_>>().join("&"))
+    });
+    let query = query.unwrap_or_default();
+    let Some((scheme, rest)) = base.split_once("://") else { return format!("{base}{query}") };
     let (auth, host) = match rest.rsplit_once('@') {
         Some(parts) => parts,
-        None => return url.to_owned(),
+        None => return format!("{base}{query}"),
     };
     match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:{MASK}@{host}"),
-        None => format!("{scheme}://{MASK}@{host}"),
+        Some((user, _)) => format!("{scheme}://{user}:{MASK}@{host}{query}"),
+        None => format!("{scheme}://{MASK}@{host}{query}"),
     }
 }
 
@@ -730,5 +743,23 @@ tokens = ["t1"]
         assert!(text.contains("redis://:********@127.0.0.1:6379"), "{text}");
         // What it prints is a valid file again.
         parse_file(&text).unwrap();
+    }
+
+    #[test]
+    fn sentinel_urls_are_checked_and_masked() {
+        let url = "redis+sentinel://app:hunter2@10.0.0.1:26379,10.0.0.2:26379/mymaster/2?sentinel_password=hunter3";
+        let path = write_temp("sentinel", &format!("[node]\nredis = \"{url}\"\n"));
+        let c = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str()]).unwrap();
+        c.validate().unwrap();
+        let text = c.to_toml();
+        assert!(!text.contains("hunter"), "{text}");
+        assert!(
+            text.contains("redis+sentinel://app:********@10.0.0.1:26379,10.0.0.2:26379/mymaster/2?sentinel_password=********"),
+            "{text}"
+        );
+        let path = write_temp("sentinel-bad", "[node]\nredis = \"redis+sentinel://10.0.0.1:26379\"\n");
+        let c = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str()]).unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("redis (--redis)") && e.contains("no master name"), "{e}");
     }
 }

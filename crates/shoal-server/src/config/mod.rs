@@ -115,7 +115,10 @@ pub struct Config {
 
     /// Join a cluster through Redis, e.g. `redis://127.0.0.1:6379`, or through a Redis
     /// Cluster given some of its nodes: `redis+cluster://10.0.0.1:7000,10.0.0.2:7000`
-    /// (`rediss+cluster://` for TLS). Unset: a single node on the in-memory adapter.
+    /// (`rediss+cluster://` for TLS), or through the primary Redis Sentinel names:
+    /// `redis+sentinel://[user:pass@]10.0.0.1:26379,10.0.0.2:26379/<master-name>[/<db>]`
+    /// (`?sentinel_password=...` if the sentinels have one). Unset: a single node on
+    /// the in-memory adapter.
     #[arg(long, env = "SHOAL_REDIS_URL")]
     pub redis: Option<String>,
 
@@ -218,6 +221,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         Transports::parse(&self.transports).map_err(|e| format!("transports (--transports): {e}"))?;
         TrustedProxies::parse(&self.trusted_proxies).map_err(|e| format!("trusted_proxies (--trusted-proxies): {e}"))?;
+        if let Some(url) = &self.redis {
+            shoal::adapter::redis::RedisLink::check_url(url).map_err(|e| format!("redis (--redis): {e}"))?;
+        }
         if self.admin_ui {
             self.admin_ui_options()?;
         }
@@ -308,7 +314,7 @@ impl Config {
                 adapter,
                 ..ClusterOptions::new(redis, advertise)
             });
-            tracing::info!(%url, key = %self.redis_key, adapter = ?adapter, "clustering through Redis");
+            tracing::info!(url = %file::mask_url(url), key = %self.redis_key, adapter = ?adapter, "clustering through Redis");
         }
         let io = builder.start().await.map_err(|e| e.to_string())?;
         if self.admin_ui {

@@ -7,7 +7,12 @@
 //! The same link speaks to a Redis Cluster (`redis+cluster://h1:p1,h2:p2`): commands
 //! are routed to the primary of their key's slot, and subscriptions (classic and
 //! sharded) go over RESP3 push messages (`cluster_link.rs`), watched for a failover.
+//!
+//! And to a primary that Redis Sentinel watches (`redis+sentinel://s1,s2/<master>`):
+//! commands and the subscription follow the primary the sentinels name, across a
+//! failover (`sentinel_link.rs`).
 
+use super::sentinel_link::{primary_lost, Sentinel};
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use std::collections::HashMap;
@@ -75,12 +80,14 @@ impl Routes {
     }
 }
 
-/// The connection commands go over: one Redis, or a Redis Cluster (whose connection
-/// is replaced after a failover, hence the lock; each command takes a clone).
+/// The connection commands go over: one Redis, a Redis Cluster (whose connection
+/// is replaced after a failover, hence the lock; each command takes a clone), or the
+/// primary that Redis Sentinel names (replaced when it moves).
 #[derive(Clone)]
 pub(super) enum Conn {
     Single(ConnectionManager),
     Cluster(Arc<Mutex<redis::cluster_async::ClusterConnection>>),
+    Sentinel(Arc<Sentinel>),
 }
 
 impl Conn {
@@ -91,6 +98,92 @@ impl Conn {
                 let mut conn = shared.lock().unwrap().clone();
                 cmd.query_async(&mut conn).await
             }
+            Conn::Sentinel(sentinel) => {
+                let (mut manager, generation) = sentinel.manager();
+                // A command stuck on an old primary (unreachable, the manager reconnecting)
+                // is abandoned when the primary moves, so the caller retries on the new one.
+                let result = tokio::select! {
+                    result = cmd.query_async(&mut manager) => result,
+                    _ = sentinel.moved_from(generation) => Err(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "the Redis primary moved during the command",
+                    ))),
+                };
+                if let Err(e) = &result {
+                    if primary_lost(e) {
+                        sentinel.recheck(generation).await;
+                    }
+                }
+                result
+            }
+        }
+    }
+
+    /// Which primary commands go to now (changes only with Sentinel).
+    fn generation(&self) -> u64 {
+        match self {
+            Conn::Sentinel(sentinel) => sentinel.manager().1,
+            _ => 0,
+        }
+    }
+
+    /// Resolves when commands go to another primary than that of `generation`; never
+    /// without Sentinel.
+    async fn moved_from(&self, generation: u64) {
+        match self {
+            Conn::Sentinel(sentinel) => sentinel.moved_from(generation).await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// True when a failure of `e`'s kind is worth retrying: the connection failed, or
+    /// (with Sentinel) the primary was demoted and a new one is being found.
+    fn retryable(&self, e: &redis::RedisError) -> bool {
+        match self {
+            Conn::Sentinel(_) => primary_lost(e),
+            _ => e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout(),
+        }
+    }
+}
+
+/// Where the subscription connects: one fixed Redis, or wherever the sentinels say the
+/// primary is now.
+pub(super) enum PubSubSource {
+    Fixed(redis::Client),
+    Sentinel(Arc<Sentinel>),
+}
+
+impl PubSubSource {
+    /// A client for the current primary, and its generation.
+    fn client(&self) -> redis::RedisResult<(redis::Client, u64)> {
+        match self {
+            PubSubSource::Fixed(client) => Ok((client.clone(), 0)),
+            PubSubSource::Sentinel(sentinel) => {
+                let (url, generation) = sentinel.primary_url();
+                Ok((redis::Client::open(url)?, generation))
+            }
+        }
+    }
+
+    /// The subscription to the primary of `generation` failed: maybe it moved.
+    async fn failed(&self, generation: u64) {
+        if let PubSubSource::Sentinel(sentinel) = self {
+            sentinel.recheck(generation).await;
+        }
+    }
+
+    async fn moved_from(&self, generation: u64) {
+        match self {
+            PubSubSource::Sentinel(sentinel) => sentinel.moved_from(generation).await,
+            PubSubSource::Fixed(_) => std::future::pending().await,
+        }
+    }
+
+    /// Waits `backoff`, or less if the primary moves meanwhile.
+    async fn pause(&self, backoff: Duration, generation: u64) {
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = self.moved_from(generation) => {}
         }
     }
 }
@@ -133,6 +226,8 @@ fn count_in_numsub(reply: &redis::Value) -> usize {
 
 /// Messages that may wait to be published before new ones are dropped.
 const PUBLISH_QUEUE: usize = 65_536;
+/// How long the publisher waits, after the primary moved, before it sends what queued.
+const SWITCH_GRACE: Duration = Duration::from_millis(300);
 
 impl RedisLink {
     /// Connects to Redis at `url` (`redis://host:port/db`). Fails at once if Redis cannot
@@ -140,9 +235,21 @@ impl RedisLink {
     ///
     /// `redis+cluster://host1:port1,host2:port2` (or `rediss+cluster://`) names seed
     /// nodes of a Redis Cluster; any one reachable node is enough to start.
+    ///
+    /// `redis+sentinel://[user:pass@]s1:26379,s2:26379/<master-name>[/<db>]` (or
+    /// `rediss+sentinel://`) names the sentinels that watch a primary: the link asks
+    /// them where the primary is, and follows it to a promoted replica after a
+    /// failover. The userinfo is the data nodes' password; sentinels with a password of
+    /// their own take `?sentinel_password=...` (and `sentinel_username=...`).
     pub async fn connect(url: &str) -> Result<Arc<RedisLink>, String> {
         if let Some(seeds) = super::cluster_link::cluster_seeds(url)? {
             return super::cluster_link::connect(url, seeds).await;
+        }
+        if let Some(target) = super::sentinel_link::sentinel_target(url)? {
+            let label = target.label();
+            let sentinel = Sentinel::connect(target).await?;
+            tracing::info!(sentinels = %label, primary = %sentinel.address(), "connected to Redis through Sentinel");
+            return Ok(Self::start(url, Conn::Sentinel(sentinel.clone()), PubSubSource::Sentinel(sentinel), label));
         }
         let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {url:?}: {e}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -154,15 +261,31 @@ impl RedisLink {
             .await
             .map_err(|_| format!("cannot connect to Redis at {url}: timed out"))?
             .map_err(|e| format!("cannot connect to Redis at {url}: {e}"))?;
+        Ok(Self::start(url, Conn::Single(manager), PubSubSource::Fixed(client), url.to_owned()))
+    }
+
+    /// Checks the form of a Redis URL (plain, `redis+cluster://`, `redis+sentinel://`)
+    /// without connecting: what `shoal config check` runs.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        if let Some(seeds) = super::cluster_link::cluster_seeds(url)? {
+            return seeds.iter().try_for_each(|seed| redis::Client::open(seed.as_str()).map(|_| ()).map_err(|e| format!("invalid Redis Cluster URL: {e}")));
+        }
+        if let Some(target) = super::sentinel_link::sentinel_target(url)? {
+            return target.check();
+        }
+        redis::Client::open(url).map(|_| ()).map_err(|e| format!("invalid Redis URL: {e}"))
+    }
+
+    /// The link over a connected primary: its publisher and subscriber started.
+    fn start(url: &str, manager: Conn, source: PubSubSource, label: String) -> Arc<RedisLink> {
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (commands, command_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(LinkStats::default());
         let routes = Arc::new(Mutex::new(Routes::default()));
         let subscribed = Arc::new(AtomicBool::new(false));
-        let manager = Conn::Single(manager);
         tokio::spawn(publisher(manager.clone(), publish_rx, stats.clone()));
-        tokio::spawn(subscriber(client, command_rx, routes.clone(), subscribed.clone(), stats.clone(), url.to_owned()));
-        Ok(Arc::new(RedisLink { url: url.to_owned(), manager, publish_tx, commands, routes, subscribed, stats, cluster: false }))
+        tokio::spawn(subscriber(source, command_rx, routes.clone(), subscribed.clone(), stats.clone(), label));
+        Arc::new(RedisLink { url: url.to_owned(), manager, publish_tx, commands, routes, subscribed, stats, cluster: false })
     }
 
     /// A link over an already connected backend (used by the cluster connector).
@@ -333,6 +456,7 @@ pub(super) async fn publisher(conn: Conn, mut rx: mpsc::Receiver<Queued>, stats:
         // waits in the bounded queue: nothing is lost or reordered unless the queue fills.
         let mut backoff = Duration::from_millis(50);
         loop {
+            let generation = conn.generation();
             let result: redis::RedisResult<redis::Value> = conn.run(&cmd).await;
             match result {
                 Ok(_) => {
@@ -343,12 +467,18 @@ pub(super) async fn publisher(conn: Conn, mut rx: mpsc::Receiver<Queued>, stats:
                     }
                     break;
                 }
-                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() => {
+                Err(e) if conn.retryable(&e) => {
                     if !failing {
                         tracing::error!(error = %e, "Redis unreachable: cluster messages queue until it is back (local delivery continues)");
                         failing = true;
                     }
-                    tokio::time::sleep(backoff).await;
+                    // A new primary (Sentinel) ends the wait; what queued meanwhile goes out
+                    // after a short grace, so that the other nodes, told of the switch at the
+                    // same moment, have subscribed there first (Pub/Sub keeps nothing).
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = conn.moved_from(generation) => tokio::time::sleep(SWITCH_GRACE).await,
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
                 Err(e) => {
@@ -362,7 +492,7 @@ pub(super) async fn publisher(conn: Conn, mut rx: mpsc::Receiver<Queued>, stats:
 }
 
 async fn subscriber(
-    client: redis::Client,
+    source: PubSubSource,
     mut commands: mpsc::UnboundedReceiver<Command>,
     routes: Arc<Mutex<Routes>>,
     subscribed: Arc<AtomicBool>,
@@ -373,18 +503,28 @@ async fn subscriber(
     let mut first = true;
     let mut lost_at: Option<std::time::SystemTime> = None;
     loop {
+        let (client, generation) = match source.client() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, %url, "invalid Redis address for the subscription");
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                continue;
+            }
+        };
         let connected = tokio::time::timeout(Duration::from_secs(3), client.get_async_pubsub()).await;
         let pubsub = match connected {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, %url, "Redis subscription connection failed, retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
+                source.failed(generation).await;
+                source.pause(backoff, generation).await;
                 backoff = (backoff * 2).min(Duration::from_secs(3));
                 continue;
             }
             Err(_) => {
                 tracing::warn!(%url, "Redis subscription connection timed out, retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
+                source.failed(generation).await;
+                source.pause(backoff, generation).await;
                 backoff = (backoff * 2).min(Duration::from_secs(3));
                 continue;
             }
@@ -400,7 +540,7 @@ async fn subscriber(
             ok = ok && sink.psubscribe(p).await.is_ok();
         }
         if !ok {
-            tokio::time::sleep(backoff).await;
+            source.pause(backoff, generation).await;
             continue;
         }
         backoff = Duration::from_millis(100);
@@ -437,8 +577,15 @@ async fn subscriber(
                         break;
                     }
                 }
+                _ = source.moved_from(generation) => {
+                    tracing::info!(%url, "the Redis primary moved: the subscription follows it");
+                    break;
+                }
                 msg = stream.next() => {
-                    let Some(msg) = msg else { break };
+                    let Some(msg) = msg else {
+                        source.failed(generation).await;
+                        break;
+                    };
                     let channel = msg.get_channel_name().to_owned();
                     let target = {
                         let table = routes.lock().unwrap();
@@ -460,8 +607,18 @@ async fn subscriber(
 
 #[cfg(test)]
 mod tests {
-    use super::count_in_numsub;
+    use super::{count_in_numsub, RedisLink};
     use redis::Value;
+
+    #[test]
+    fn urls_of_every_kind_are_checked_without_connecting() {
+        for good in ["redis://127.0.0.1:6379/2", "redis+cluster://h1:7000,h2:7001", "redis+sentinel://s1:26379,s2/mymaster/1"] {
+            RedisLink::check_url(good).unwrap();
+        }
+        assert!(RedisLink::check_url("http://127.0.0.1:6379").unwrap_err().contains("invalid Redis URL"));
+        assert!(RedisLink::check_url("redis+sentinel://s1:26379").unwrap_err().contains("no master name"));
+        assert!(RedisLink::check_url("redis+cluster://").unwrap_err().contains("no seed node"));
+    }
 
     #[test]
     fn numsub_replies_of_every_shape_are_counted() {

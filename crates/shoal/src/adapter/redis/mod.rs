@@ -12,7 +12,8 @@
 //! - `persistence.rs`: what connection state recovery keeps in Redis (session records
 //!   and the stream log of broadcast packets), so any node can restore any session;
 //! - `wire.rs`: the message formats (no I/O); `link.rs`: the connections to Redis,
-//!   `cluster_link.rs` when they go to a Redis Cluster.
+//!   `cluster_link.rs` when they go to a Redis Cluster, `sentinel_link.rs` when Redis
+//!   Sentinel names the primary.
 //!
 //! `sharded.rs` holds the other adapter: sharded Pub/Sub on a Redis Cluster, as the
 //! official `createShardedAdapter` (see there).
@@ -35,6 +36,7 @@ mod cluster_link;
 mod link;
 mod persistence;
 mod requests;
+mod sentinel_link;
 pub mod sharded;
 pub mod wire;
 
