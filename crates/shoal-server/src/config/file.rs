@@ -512,30 +512,10 @@ impl Config {
 
 const MASK: &str = "********";
 
-/// `redis://user:secret@host` → `redis://user:********@host`; a password among the
-/// parameters (`redis+sentinel://.../m?sentinel_password=secret`) is masked too.
+/// `redis://user:secret@host` → `redis://user:********@host` (see
+/// [`shoal::adapter::redis::masked_url`]).
 pub(crate) fn mask_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let query = query.map(|q| {
-        let pairs = q.split('&').map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.contains("password") => format!("{key}={MASK}"),
-            _ => pair.to_owned(),
-        });
-        format!("?{}", pairs.collect::<Vec<_>>().join("&"))
-    });
-    let query = query.unwrap_or_default();
-    let Some((scheme, rest)) = base.split_once("://") else { return format!("{base}{query}") };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some(parts) => parts,
-        None => return format!("{base}{query}"),
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:{MASK}@{host}{query}"),
-        None => format!("{scheme}://{MASK}@{host}{query}"),
-    }
+    shoal::adapter::redis::masked_url(url)
 }
 
 /// The `[node]` keys that neither a flag nor the environment set, as flags.

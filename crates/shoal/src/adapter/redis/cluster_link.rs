@@ -72,7 +72,7 @@ async fn open(seeds: &[String], pushes: mpsc::UnboundedSender<PushInfo>) -> Resu
 pub(super) async fn connect(url: &str, seeds: Vec<String>) -> Result<Arc<RedisLink>, String> {
     let (push_tx, push_rx) = mpsc::unbounded_channel();
     let conn = open(&seeds, push_tx).await?;
-    let topology = slot_map(&conn).await.map_err(|e| format!("Redis Cluster at {url}: {e}"))?;
+    let topology = slot_map(&conn).await.map_err(|e| format!("Redis Cluster at {}: {e}", super::link::masked_url(url)))?;
     let shared = Arc::new(Shared {
         seeds,
         conn: Arc::new(Mutex::new(conn)),
@@ -85,7 +85,7 @@ pub(super) async fn connect(url: &str, seeds: Vec<String>) -> Result<Arc<RedisLi
     let link_conn = Conn::Cluster(shared.conn.clone());
     tokio::spawn(publisher(link_conn.clone(), publish_rx, shared.stats.clone()));
     tokio::spawn(subscriber(shared.clone(), command_rx, push_rx, topology));
-    tracing::info!(%url, "connected to the Redis Cluster");
+    tracing::info!(url = %super::link::masked_url(url), "connected to the Redis Cluster");
     Ok(RedisLink::from_parts(
         url.to_owned(),
         link_conn,

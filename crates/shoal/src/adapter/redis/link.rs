@@ -224,6 +224,40 @@ fn count_in_numsub(reply: &redis::Value) -> usize {
     }
 }
 
+const MASK: &str = "********";
+
+/// A Redis URL fit for logs and error messages: `redis://user:secret@host` →
+/// `redis://user:********@host`; a password among the parameters
+/// (`redis+sentinel://.../m?sentinel_password=secret`) is masked too.
+///
+/// ```
+/// use shoal::adapter::redis::masked_url;
+/// assert_eq!(masked_url("redis://app:s3cret@10.0.0.5:6379/0"), "redis://app:********@10.0.0.5:6379/0");
+/// ```
+pub fn masked_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let query = query.map(|q| {
+        let pairs = q.split('&').map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.contains("password") => format!("{key}={MASK}"),
+            _ => pair.to_owned(),
+        });
+        format!("?{}", pairs.collect::<Vec<_>>().join("&"))
+    });
+    let query = query.unwrap_or_default();
+    let Some((scheme, rest)) = base.split_once("://") else { return format!("{base}{query}") };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(parts) => parts,
+        None => return format!("{base}{query}"),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:{MASK}@{host}{query}"),
+        None => format!("{scheme}://{MASK}@{host}{query}"),
+    }
+}
+
 /// Messages that may wait to be published before new ones are dropped.
 const PUBLISH_QUEUE: usize = 65_536;
 /// How long the publisher waits, after the primary moved, before it sends what queued.
@@ -251,7 +285,7 @@ impl RedisLink {
             tracing::info!(sentinels = %label, primary = %sentinel.address(), "connected to Redis through Sentinel");
             return Ok(Self::start(url, Conn::Sentinel(sentinel.clone()), PubSubSource::Sentinel(sentinel), label));
         }
-        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {url:?}: {e}"))?;
+        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {:?}: {e}", masked_url(url)))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -259,8 +293,8 @@ impl RedisLink {
             .set_number_of_retries(2);
         let manager = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager_with_config(config))
             .await
-            .map_err(|_| format!("cannot connect to Redis at {url}: timed out"))?
-            .map_err(|e| format!("cannot connect to Redis at {url}: {e}"))?;
+            .map_err(|_| format!("cannot connect to Redis at {}: timed out", masked_url(url)))?
+            .map_err(|e| format!("cannot connect to Redis at {}: {e}", masked_url(url)))?;
         Ok(Self::start(url, Conn::Single(manager), PubSubSource::Fixed(client), url.to_owned()))
     }
 
@@ -284,7 +318,8 @@ impl RedisLink {
         let routes = Arc::new(Mutex::new(Routes::default()));
         let subscribed = Arc::new(AtomicBool::new(false));
         tokio::spawn(publisher(manager.clone(), publish_rx, stats.clone()));
-        tokio::spawn(subscriber(source, command_rx, routes.clone(), subscribed.clone(), stats.clone(), label));
+        // The label goes into logs: no password in it.
+        tokio::spawn(subscriber(source, command_rx, routes.clone(), subscribed.clone(), stats.clone(), masked_url(&label)));
         Arc::new(RedisLink { url: url.to_owned(), manager, publish_tx, commands, routes, subscribed, stats, cluster: false })
     }
 

@@ -40,7 +40,7 @@ mod sentinel_link;
 pub mod sharded;
 pub mod wire;
 
-pub use link::{LinkStats, RedisLink, Subscriber};
+pub use link::{masked_url, LinkStats, RedisLink, Subscriber};
 pub use sharded::{sharded_factory, ShardedAdapter, ShardedOptions, SubscriptionMode};
 
 use super::{AckResponses, Adapter, AdapterError, AdapterFactory, BroadcastOptions, LocalNamespace, MemoryAdapter, PersistedSession, RestoredSession, Room, SocketId, SocketInfo};

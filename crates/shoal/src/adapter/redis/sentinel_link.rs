@@ -69,21 +69,21 @@ pub(super) fn sentinel_target(url: &str) -> Result<Option<SentinelTarget>, Strin
     let mut sentinels = Vec::new();
     for host in hosts.split(',').map(str::trim) {
         if host.is_empty() {
-            return Err(format!("Redis Sentinel URL {}: an empty sentinel address; {FORM}", masked(url)));
+            return Err(format!("Redis Sentinel URL {}: an empty sentinel address; {FORM}", super::link::masked_url(url)));
         }
-        sentinels.push(sentinel_address(host).map_err(|e| format!("Redis Sentinel URL {}: {e}; {FORM}", masked(url)))?);
+        sentinels.push(sentinel_address(host).map_err(|e| format!("Redis Sentinel URL {}: {e}; {FORM}", super::link::masked_url(url)))?);
     }
     let mut segments = path.trim_end_matches('/').split('/');
     let master = segments.next().unwrap_or("").to_owned();
     if master.is_empty() {
-        return Err(format!("Redis Sentinel URL {}: no master name; {FORM}", masked(url)));
+        return Err(format!("Redis Sentinel URL {}: no master name; {FORM}", super::link::masked_url(url)));
     }
     let db = match segments.next() {
         None => 0,
-        Some(db) => db.parse::<u32>().map_err(|_| format!("Redis Sentinel URL {}: database {db:?} is not a number; {FORM}", masked(url)))?,
+        Some(db) => db.parse::<u32>().map_err(|_| format!("Redis Sentinel URL {}: database {db:?} is not a number; {FORM}", super::link::masked_url(url)))?,
     };
     if segments.next().is_some() {
-        return Err(format!("Redis Sentinel URL {}: too many path segments; {FORM}", masked(url)));
+        return Err(format!("Redis Sentinel URL {}: too many path segments; {FORM}", super::link::masked_url(url)));
     }
     let (mut user, mut password) = (String::new(), None);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -94,7 +94,7 @@ pub(super) fn sentinel_target(url: &str) -> Result<Option<SentinelTarget>, Strin
                 let key = pair.split('=').next().unwrap_or(pair);
                 return Err(format!(
                     "Redis Sentinel URL {}: unknown parameter {key:?} (known: sentinel_username, sentinel_password)",
-                    masked(url)
+                    super::link::masked_url(url)
                 ));
             }
         }
@@ -102,7 +102,7 @@ pub(super) fn sentinel_target(url: &str) -> Result<Option<SentinelTarget>, Strin
     let sentinel_auth = match (user.is_empty(), password) {
         (true, None) => String::new(),
         (_, Some(password)) => format!("{user}:{password}@"),
-        (false, None) => return Err(format!("Redis Sentinel URL {}: sentinel_username without sentinel_password", masked(url))),
+        (false, None) => return Err(format!("Redis Sentinel URL {}: sentinel_username without sentinel_password", super::link::masked_url(url))),
     };
     Ok(Some(SentinelTarget { scheme, sentinels, master, db, auth, sentinel_auth }))
 }
@@ -128,21 +128,6 @@ fn sentinel_address(host: &str) -> Result<String, String> {
     Ok(format!("{name}:{port}"))
 }
 
-/// The URL with its passwords hidden, for error messages.
-fn masked(url: &str) -> String {
-    let url = match url.split_once('?') {
-        Some((base, _)) => format!("{base}?..."),
-        None => url.to_owned(),
-    };
-    let Some((scheme, rest)) = url.split_once("://") else { return url };
-    match rest.split_once('@') {
-        Some((auth, hosts)) => {
-            let user = auth.split_once(':').map(|(u, _)| u).unwrap_or("");
-            format!("{scheme}://{user}:***@{hosts}")
-        }
-        None => url,
-    }
-}
 
 /// `host:port` from the sentinels' answer (an IPv6 address gets its brackets).
 fn address(host: &str, port: u16) -> String {
