@@ -5,7 +5,7 @@
 //
 // A missing redis-server or redis-cli is an error, never a skip: scripts/test.sh installs them.
 
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -16,37 +16,14 @@ export const REDIS_CLI = process.env.REDIS_CLI ?? "redis-cli";
 /** Milliseconds a primary may be silent before its replica takes over. */
 export const NODE_TIMEOUT_MS = 1500;
 
-/** One cluster-enabled redis-server (the start/kill/command of RedisServer). */
+/** One cluster-enabled redis-server: a RedisServer with the cluster flags, its files in `dir`. */
 class ClusterNode extends RedisServer {
   constructor(port, dir) {
-    super(port);
+    super(port, [
+      "--cluster-enabled", "yes", "--cluster-config-file", `nodes-${port}.conf`,
+      "--cluster-node-timeout", String(NODE_TIMEOUT_MS), "--dir", dir,
+    ]);
     this.dir = dir;
-  }
-
-  spawnOnce() {
-    this.exited = false;
-    const child = spawn(
-      REDIS_BIN,
-      [
-        "--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        "--cluster-enabled", "yes", "--cluster-config-file", `nodes-${this.port}.conf`,
-        "--cluster-node-timeout", String(NODE_TIMEOUT_MS), "--dir", this.dir,
-      ],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    this.child = child;
-    this.exitPromise = new Promise((resolve) => {
-      child.on("exit", (code, signal) => {
-        if (this.child === child) this.exited = true;
-        resolve({ code, signal });
-      });
-    });
-    const keep = (chunk) => {
-      this.log = (this.log + chunk.toString()).slice(-8192);
-      if (process.env.SHOAL_TEST_VERBOSE) process.stderr.write(`[redis-cluster:${this.port}] ${chunk}`);
-    };
-    child.stdout.on("data", keep);
-    child.stderr.on("data", keep);
   }
 }
 

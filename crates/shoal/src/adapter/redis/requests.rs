@@ -26,7 +26,6 @@ pub(super) enum Pending {
     ServerSide { responses: Vec<Value>, answers_expected: usize, done: Option<oneshot::Sender<Vec<Value>>> },
 }
 
-/// What another node tells us about one of our broadcasts with acks.
 /// Collects the acks of a broadcast that went to every node: the local recipients' and,
 /// from the other nodes, how many recipients each has and their acks, until `servers`
 /// nodes counted theirs and every ack arrived, or `deadline`.
@@ -60,6 +59,40 @@ pub(super) async fn collect_acks(
     AckResponses { expected, timed_out: timed_out || responses.len() < expected || servers_counted < servers, responses }
 }
 
+impl Pending {
+    /// Takes one node's answer (`message`; a server-side emit's answer is its field
+    /// `answer_field`, which the classic and sharded formats name differently). True once
+    /// every answer came: the waiter has them.
+    pub(super) fn answered(&mut self, message: &Value, answer_field: &str) -> bool {
+        match self {
+            Pending::Fetch { sockets, answers_missing, done } => {
+                *answers_missing = answers_missing.saturating_sub(1);
+                if let Some(Value::Array(list)) = message.get("sockets") {
+                    sockets.extend(list.iter().filter_map(wire::socket_info_from_value));
+                }
+                let finished = *answers_missing == 0;
+                if finished {
+                    if let Some(done) = done.take() {
+                        let _ = done.send(std::mem::take(sockets));
+                    }
+                }
+                finished
+            }
+            Pending::ServerSide { responses, answers_expected, done } => {
+                responses.push(message.get(answer_field).cloned().unwrap_or(Value::Null));
+                let finished = responses.len() >= *answers_expected;
+                if finished {
+                    if let Some(done) = done.take() {
+                        let _ = done.send(std::mem::take(responses));
+                    }
+                }
+                finished
+            }
+        }
+    }
+}
+
+/// What another node tells us about one of our broadcasts with acks.
 pub(super) enum AckEvent {
     /// How many of its sockets were sent the packet (so how many acks it will relay).
     ClientCount(usize),
@@ -200,33 +233,7 @@ impl RedisAdapter {
         }
         let mut pending = self.pending.lock().unwrap();
         let Some(entry) = pending.get_mut(id) else { return };
-        let finished = match entry {
-            Pending::Fetch { sockets, answers_missing, done } => {
-                *answers_missing = answers_missing.saturating_sub(1);
-                if let Some(Value::Array(list)) = response.get("sockets") {
-                    sockets.extend(list.iter().filter_map(wire::socket_info_from_value));
-                }
-                if *answers_missing == 0 {
-                    if let Some(done) = done.take() {
-                        let _ = done.send(std::mem::take(sockets));
-                    }
-                    true
-                } else {
-                    false
-                }
-            }
-            Pending::ServerSide { responses, answers_expected, done } => {
-                responses.push(response.get("data").cloned().unwrap_or(Value::Null));
-                if responses.len() >= *answers_expected {
-                    if let Some(done) = done.take() {
-                        let _ = done.send(std::mem::take(responses));
-                    }
-                    true
-                } else {
-                    false
-                }
-            }
-        };
+        let finished = entry.answered(&response, "data");
         if finished {
             pending.remove(id);
         }

@@ -383,30 +383,7 @@ impl ShardedAdapter {
             Kind::FetchSocketsResponse | Kind::ServerSideEmitResponse => {
                 let mut pending = self.pending.lock().unwrap();
                 let Some(entry) = pending.get_mut(id) else { return };
-                let finished = match entry {
-                    Pending::Fetch { sockets, answers_missing, done } => {
-                        *answers_missing = answers_missing.saturating_sub(1);
-                        if let Some(Value::Array(list)) = data.get("sockets") {
-                            sockets.extend(list.iter().filter_map(wire::socket_info_from_value));
-                        }
-                        if *answers_missing == 0 {
-                            if let Some(done) = done.take() {
-                                let _ = done.send(std::mem::take(sockets));
-                            }
-                        }
-                        *answers_missing == 0
-                    }
-                    Pending::ServerSide { responses, answers_expected, done } => {
-                        responses.push(data.get("packet").cloned().unwrap_or(Value::Null));
-                        let finished = responses.len() >= *answers_expected;
-                        if finished {
-                            if let Some(done) = done.take() {
-                                let _ = done.send(std::mem::take(responses));
-                            }
-                        }
-                        finished
-                    }
-                };
+                let finished = entry.answered(data, "packet");
                 if finished {
                     pending.remove(id);
                 }
