@@ -82,16 +82,34 @@ function rssBytes(pid) {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]) * 1024;
 }
 
+/** The hostile app, and a shoal node whose config file (`config(appUrl)`) points at it. */
+async function gatewayNode(prefix, config) {
+  const app = await hostileApp();
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  try {
+    writeFileSync(path.join(dir, "shoal.toml"), config(`http://127.0.0.1:${app.port}`));
+    const node = await startShoal({ extraArgs: ["--config", path.join(dir, "shoal.toml")] });
+    return { app, node, dir, clients: new Clients(node.url, { transports: ["websocket"] }) };
+  } catch (err) {
+    await stopGatewayNode({ app, dir });
+    throw err;
+  }
+}
+
+async function stopGatewayNode({ app, node, dir, clients }) {
+  clients?.closeAll();
+  await node?.stop();
+  await app?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+}
+
 describe("gateway: a hostile app", () => {
   let app, node, dir, clients;
 
   before(async () => {
-    app = await hostileApp();
-    dir = mkdtempSync(path.join(os.tmpdir(), "shoal-hostile-"));
-    const url = `http://127.0.0.1:${app.port}`;
-    writeFileSync(
-      path.join(dir, "shoal.toml"),
-      `[node]
+    ({ app, node, dir, clients } = await gatewayNode(
+      "shoal-hostile-",
+      (url) => `[node]
 log = "error"
 
 [proxy]
@@ -104,17 +122,10 @@ name = "/"
 connect = { url = "${url}/connect" }
 events = { url = "${url}/event" }
 `,
-    );
-    node = await startShoal({ extraArgs: ["--config", path.join(dir, "shoal.toml")] });
-    clients = new Clients(node.url, { transports: ["websocket"] });
+    ));
   });
 
-  after(async () => {
-    clients?.closeAll();
-    await node?.stop();
-    await app?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => stopGatewayNode({ app, node, dir, clients }));
 
   test("connect: garbage, slow, huge and 500 answers each give a clear connect_error", async () => {
     const expected = {
@@ -172,11 +183,9 @@ describe("gateway: a socket whose queue is full", () => {
   let app, node, dir, clients;
 
   before(async () => {
-    app = await hostileApp();
-    dir = mkdtempSync(path.join(os.tmpdir(), "shoal-queue-"));
-    writeFileSync(
-      path.join(dir, "shoal.toml"),
-      `[node]
+    ({ app, node, dir, clients } = await gatewayNode(
+      "shoal-queue-",
+      (url) => `[node]
 log = "error"
 
 [proxy]
@@ -186,19 +195,12 @@ max_queued_events = ${MAX_QUEUED}
 
 [[namespaces]]
 name = "/"
-events = { url = "http://127.0.0.1:${app.port}/event" }
+events = { url = "${url}/event" }
 `,
-    );
-    node = await startShoal({ extraArgs: ["--config", path.join(dir, "shoal.toml")] });
-    clients = new Clients(node.url, { transports: ["websocket"] });
+    ));
   });
 
-  after(async () => {
-    clients?.closeAll();
-    await node?.stop();
-    await app?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => stopGatewayNode({ app, node, dir, clients }));
 
   test("events beyond max_queued_events are acked app_overloaded at once and counted as queue_full", async () => {
     const a = await clients.connect("/");
