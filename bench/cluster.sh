@@ -16,9 +16,9 @@
 #            over the four, a broadcast to all of them 1/s: delivered ratio, p50/p99, CPU and
 #            RSS per node (RSS per session), Redis CPU; once on one Redis with the classic
 #            adapter, once on a 3-primary Redis Cluster with the sharded adapter (dynamic).
-#            `scale 4000` runs it at reduced size (proof that it works on a busy machine);
-#            not in the default set: run it on a quiet machine with >= 8 cores.
-#            Not yet measured: the 1,000 rooms of 76 at 10/s (loadgen has no rooms mode).
+#            Then 1,000 rooms of 76 sessions at 10 broadcasts/s each (SCALE_ROOM_RATE), published
+#            on node 1 (loadgen fanout --rooms). `scale 4000` runs it at reduced size (rooms of
+#            4); not in the default set (about 10 minutes; the whole machine).
 #
 #   bash bench/cluster.sh [fanout2] [fanout2_small] [hop] [churn] [recovery_cost]   (default: all; ~9 min)
 #   bash bench/cluster.sh scale [SESSIONS]                                            (default 76000)
@@ -244,46 +244,62 @@ redis_cluster_down() { for p in "${CLUSTER_PIDS[@]}"; do stop "$p"; done; CLUSTE
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
+# One loadgen run of the scale part on the four nodes: the nodes' CPU and peak RSS, the
+# Redis servers' CPU, beside the loadgen's JSON ($OUT/scale__<name>.json, .nodes.json).
+scale_run() { # name sessions per_proc loadgen-fanout-args...
+  local name=$1 sessions=$2 per_proc=$3; shift 3
+  local base_rss=() cpu0=() r0=0 pid
+  for pid in "${SCALE_PIDS[@]}"; do base_rss+=("$(rss_kib "$pid")"); cpu0+=("$(cpu_of "$pid")"); done
+  for pid in "${SCALE_REDIS[@]}"; do r0=$(awk "BEGIN{print $r0 + $(cpu_of "$pid")}"); done
+  # RSS of each node while the sessions are up: the highest of samples every 2 s.
+  local peak="$OUT/scale__$name.rss"
+  ( while sleep 2; do for pid in "${SCALE_PIDS[@]}"; do echo "$pid $(rss_kib "$pid")"; done; done >"$peak" ) &
+  local sampler=$!
+  log "scale: $name, $sessions sessions on 4 nodes: loadgen fanout $*"
+  "$BIN/loadgen" fanout --clients "$sessions" "$@" --per-proc "$per_proc" \
+    --server "${SCALE_ADDRS[0]}" --receivers-on "$(IFS=,; echo "${SCALE_ADDRS[*]}")" --server-pid "${SCALE_PIDS[0]}" --peer-pid "${SCALE_PIDS[1]}" \
+    --label "shoal 4 nodes, $name" --out "$OUT/scale__$name.json" --max-secs 900 --wait-quiet 20 >/dev/null \
+    || log "FAILED: scale $name (see $OUT/scale__$name.json)"
+  kill "$sampler" 2>/dev/null || true
+  local r1=0 nodes_json=""
+  for pid in "${SCALE_REDIS[@]}"; do r1=$(awk "BEGIN{print $r1 + $(cpu_of "$pid")}"); done
+  for i in 0 1 2 3; do
+    local top
+    pid=${SCALE_PIDS[$i]}
+    top=$(awk -v p="$pid" '$1 == p && $2 > m {m = $2} END {print m + 0}' "$peak")
+    nodes_json+="${nodes_json:+,}{\"pid\": $pid, \"cpu_s\": $(awk "BEGIN{print $(cpu_of "$pid") - ${cpu0[$i]}}"), \"rss_idle_kib\": ${base_rss[$i]}, \"rss_peak_kib\": $top, \"rss_per_session_bytes\": $(( (top - base_rss[i]) * 1024 * 4 / sessions ))}"
+  done
+  echo "{\"run\": \"$name\", \"sessions\": $sessions, \"redis_cpu_s\": $(awk "BEGIN{print $r1 - $r0}"), \"nodes\": [$nodes_json]}" >"$OUT/scale__$name.nodes.json"
+  log "$(cat "$OUT/scale__$name.nodes.json")"
+}
+
 scale() { # [sessions]
   local sessions=${1:-76000}
-  local per_proc=$(( sessions < 10000 ? (sessions + 3) / 4 : 2500 ))
+  # Four worker processes per node at full size (19k sessions each, 4,750 per process).
+  local per_proc=$(( (sessions + 15) / 16 ))
+  local rooms=1000 room_rate=${SCALE_ROOM_RATE:-10}
+  ((sessions >= rooms)) || rooms=$((sessions / 4))
   for adapter in classic sharded; do
-    local redis_pids=() url extra=()
+    local url extra=()
+    SCALE_REDIS=() SCALE_PIDS=() SCALE_ADDRS=()
     if [[ $adapter == classic ]]; then
-      redis_up; redis_pids=("$REDIS_PID"); url="redis://127.0.0.1:$REDIS_PORT"
+      redis_up; SCALE_REDIS=("$REDIS_PID"); url="redis://127.0.0.1:$REDIS_PORT"
     else
-      redis_cluster_up; redis_pids=("${CLUSTER_PIDS[@]}"); url=$CLUSTER_URL; extra=(--sharded dynamic)
+      redis_cluster_up; SCALE_REDIS=("${CLUSTER_PIDS[@]}"); url=$CLUSTER_URL; extra=(--sharded dynamic)
     fi
-    local ports=() pids=() addrs=() p
+    local p
     for i in 1 2 3 4; do
       p=$(free_port)
       start "scale-$adapter-n$i" "$p" "$BIN/bench-shoal" --port "$p" --threads 2 --redis "$url" "${extra[@]}"
-      ports+=("$p"); pids+=("$LAST"); addrs+=("127.0.0.1:$p")
+      SCALE_ADDRS+=("127.0.0.1:$p"); SCALE_PIDS+=("$LAST")
     done
     sleep 1
-    local base_rss=() cpu0=() r0=0
-    for pid in "${pids[@]}"; do base_rss+=("$(rss_kib "$pid")"); cpu0+=("$(cpu_of "$pid")"); done
-    for pid in "${redis_pids[@]}"; do r0=$(awk "BEGIN{print $r0 + $(cpu_of "$pid")}"); done
-    # RSS of each node while the sessions are up: the highest of samples every 2 s.
-    local peak="$OUT/scale__$adapter.rss"
-    ( while sleep 2; do for pid in "${pids[@]}"; do echo "$pid $(rss_kib "$pid")"; done; done >"$peak" ) &
-    local sampler=$!
-    log "scale: $adapter, $sessions sessions on 4 nodes"
-    "$BIN/loadgen" fanout --clients "$sessions" --rate 1 --warmup 5 --duration 30 --per-proc "$per_proc" \
-      --server "${addrs[0]}" --receivers-on "$(IFS=,; echo "${addrs[*]}")" --server-pid "${pids[0]}" --peer-pid "${pids[1]}" \
-      --label "shoal 4 nodes, $adapter" --out "$OUT/scale__$adapter.json" --max-secs 900 --wait-quiet 20 >/dev/null \
-      || log "FAILED: scale $adapter (see $OUT/scale__$adapter.json)"
-    kill "$sampler" 2>/dev/null || true
-    local r1=0 nodes_json=""
-    for pid in "${redis_pids[@]}"; do r1=$(awk "BEGIN{print $r1 + $(cpu_of "$pid")}"); done
-    for i in 0 1 2 3; do
-      local pid=${pids[$i]} top
-      top=$(awk -v p="$pid" '$1 == p && $2 > m {m = $2} END {print m + 0}' "$peak")
-      nodes_json+="${nodes_json:+,}{\"pid\": $pid, \"cpu_s\": $(awk "BEGIN{print $(cpu_of "$pid") - ${cpu0[$i]}}"), \"rss_idle_kib\": ${base_rss[$i]}, \"rss_peak_kib\": $top, \"rss_per_session_bytes\": $(( (top - base_rss[i]) * 1024 * 4 / sessions ))}"
-    done
-    echo "{\"adapter\": \"$adapter\", \"sessions\": $sessions, \"redis_cpu_s\": $(awk "BEGIN{print $r1 - $r0}"), \"nodes\": [$nodes_json]}" >"$OUT/scale__$adapter.nodes.json"
-    log "$(cat "$OUT/scale__$adapter.nodes.json")"
-    for pid in "${pids[@]}"; do stop "$pid"; done
+    # A broadcast to every session, 1/s.
+    scale_run "$adapter" "$sessions" "$per_proc" --rate 1 --warmup 5 --duration 30
+    # 1,000 rooms of 76 (at 76k sessions), each getting SCALE_ROOM_RATE broadcasts/s
+    # (default 10: 10,000 room broadcasts/s in all), published on node 1.
+    scale_run "$adapter-rooms" "$sessions" "$per_proc" --rooms "$rooms" --rate $((rooms * room_rate)) --warmup 5 --duration 20
+    for pid in "${SCALE_PIDS[@]}"; do stop "$pid"; done
     if [[ $adapter == classic ]]; then redis_down; else redis_cluster_down; fi
   done
 }

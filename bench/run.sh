@@ -174,6 +174,13 @@ run_one() {
   "${PIN_LOADGEN[@]}" "$BIN/loadgen" $args --server "127.0.0.1:$PORT" --server-pid "$SERVER_PID" --label "$server" \
       --out "$OUT/${server}__${name}.json" --max-secs 400 "${check[@]}" >/dev/null || rc=$?
   stop_server
+  # What a peer (socketioxide, Node) fails to deliver is a measurement of that peer, kept in
+  # its JSON (`check_failed`) and the report, not a failure of the suite: the smoke demands
+  # exact runs of the floor and shoal only. A load generator error (exit 3) fails any run.
+  if ((rc == 2)) && [[ $server != floor && $server != shoal* ]]; then
+    log "peer shortfall (recorded, not a suite failure): $server $name: $(sed -n 's/.*"check_failed": "\(.*\)".*/\1/p' "$OUT/${server}__${name}.json")"
+    rc=0
+  fi
   return $rc
 }
 

@@ -126,6 +126,11 @@ enum Cmd {
         /// (exponential) and reconnects with the recovery handshake (WebSocket only).
         #[arg(long, default_value_t = 0.0)]
         churn: f64,
+        /// Rooms instead of one: receiver i joins room `r<i % rooms>`, and the publisher
+        /// emits `broadcast_to(room, payload)` to the rooms in turn, `rate`/s in all (so
+        /// each room gets rate/rooms per second). 0: every receiver in room `bench`.
+        #[arg(long, default_value_t = 0)]
+        rooms: usize,
     },
     /// N clients emit `echo` with an ack, `rate` acks/s in all.
     Echo {
@@ -267,6 +272,7 @@ fn specs(c: &Common, role: Role, count: usize, first_index: usize, polling: bool
             via: c.via,
             churn_ms: 0,
             reconnect_to: c.reconnect_to,
+            rooms: 0,
         });
         start += n;
     }
@@ -276,11 +282,12 @@ fn specs(c: &Common, role: Role, count: usize, first_index: usize, polling: bool
 /// Sums what the workers said after connecting.
 fn connect_summary(msgs: &[Value]) -> Value {
     let mut hs = stats::histogram();
-    let (mut ok, mut failed, mut first, mut last) = (0u64, 0u64, u64::MAX, 0u64);
+    let (mut ok, mut failed, mut first, mut last, mut join_retries) = (0u64, 0u64, u64::MAX, 0u64, 0u64);
     let mut errors = Vec::new();
     for m in msgs {
         ok += m["ok"].as_u64().unwrap_or(0);
         failed += m["failed"].as_u64().unwrap_or(0);
+        join_retries += m["join_retries"].as_u64().unwrap_or(0);
         if m["ok"].as_u64().unwrap_or(0) > 0 {
             first = first.min(m["first_start_us"].as_u64().unwrap_or(u64::MAX));
             last = last.max(m["last_done_us"].as_u64().unwrap_or(0));
@@ -295,6 +302,8 @@ fn connect_summary(msgs: &[Value]) -> Value {
         "attempted": ok + failed, "ok": ok, "failed": failed, "secs": round3(secs),
         "rate_per_s": if secs > 0.0 { (ok as f64 / secs).round() } else { 0.0 },
         "handshake": stats::summary(&hs), "errors": errors,
+        // `join`s that got no ack within a second and were asked again (see ws::WsConn::join).
+        "join_retries": join_retries,
     })
 }
 
@@ -387,6 +396,10 @@ impl Sampler {
 struct Publisher {
     conn: WsConn,
     seq: u64,
+    /// Rooms mode: the size of each room `r<k>`; a broadcast goes to room `seq % len`.
+    room_sizes: Vec<u64>,
+    /// Rooms mode: deliveries owed by the measured broadcasts sent so far.
+    owed: u64,
 }
 
 impl Publisher {
@@ -395,7 +408,7 @@ impl Publisher {
         let stream = ws::tcp_connect(server, None, None).await?;
         let mut conn = WsConn::upgrade(stream, &server.to_string(), &c.path).await?;
         conn.socketio_handshake().await?;
-        Ok(Publisher { conn, seq: 0 })
+        Ok(Publisher { conn, seq: 0, room_sizes: Vec::new(), owed: 0 })
     }
 
     /// Emits `rate`/s for `secs`; returns how many it sent.
@@ -417,7 +430,15 @@ impl Publisher {
             tokio::select! {
                 _ = tick.tick() => {
                     let p = ws::payload(stats::now_us(), self.seq, window, size);
-                    self.conn.send(format!("42[\"broadcast\",{p}]").as_bytes()).await?;
+                    if self.room_sizes.is_empty() {
+                        self.conn.send(format!("42[\"broadcast\",{p}]").as_bytes()).await?;
+                    } else {
+                        let room = (self.seq % self.room_sizes.len() as u64) as usize;
+                        if window > 0 {
+                            self.owed += self.room_sizes[room];
+                        }
+                        self.conn.send(format!("42[\"broadcast_to\",\"r{room}\",{p}]").as_bytes()).await?;
+                    }
                     self.seq += 1;
                     sent += 1;
                 }
@@ -521,21 +542,26 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
             out["sessions_closed_early"] = json!(r.closed);
             out["errors"] = json!(r.errors);
         }
-        Cmd::Fanout { clients, rate, payload, warmup, duration, transport, churn } => {
+        Cmd::Fanout { clients, rate, payload, warmup, duration, transport, churn, rooms } => {
             let polling = transport == "polling";
             out["scenario"] = json!(if polling { "polling" } else { "fanout" });
             out["params"] = json!({"clients": clients, "rate": rate, "payload": payload, "warmup_s": warmup, "duration_s": duration, "transport": transport,
-                "churn_s": churn, "receivers_on": c.receivers_on.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "churn_s": churn, "rooms": rooms, "receivers_on": c.receivers_on.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "publisher_server": c.publisher_server.map(|a| a.to_string()), "via": c.via.map(|a| a.to_string())});
             let mut sp = specs(&c, Role::Receive, clients, 0, polling, Some("bench"), 0, 0);
             for s in &mut sp {
                 s.churn_ms = (churn * 1000.0) as u64;
+                s.rooms = rooms;
             }
             let mut w = Workers::spawn(sp).map_err(|e| e.to_string())?;
             let connected = w.collect("CONNECTED ").await?;
             out["connect"] = connect_summary(&connected);
             let receivers = out["connect"]["ok"].as_u64().unwrap_or(0);
             let mut publisher = Publisher::connect(&c).await.map_err(|e| format!("publisher: {e}"))?;
+            if rooms > 0 {
+                // Receiver i is in room r<i % rooms> (worker::room_of).
+                publisher.room_sizes = (0..rooms).map(|k| (clients / rooms + usize::from(k < clients % rooms)) as u64).collect();
+            }
             // Let the joins land before the first broadcast.
             publisher.idle(1.0).await.map_err(|e| e.to_string())?;
             publisher.publish(rate, warmup, false, payload).await.map_err(|e| e.to_string())?;
@@ -553,7 +579,7 @@ async fn run(cmd: Cmd, c: Common) -> Result<Value, String> {
             let s1 = procfs::sample(c.server_pid);
             let p1 = procfs::sample(c.peer_pid);
             let me1 = procfs::self_cpu_secs();
-            let expected = sent * receivers;
+            let expected = if rooms > 0 { publisher.owed } else { sent * receivers };
             let server_cpu = s1.cpu_s - s0.cpu_s;
             if c.peer_pid.is_some() {
                 let pc = p1.cpu_s - p0.cpu_s;

@@ -8,7 +8,7 @@
 use crate::polling::PollClient;
 use crate::procfs::self_cpu_secs;
 use crate::stats::{encode, histogram, now_us, record};
-use crate::ws::{number_after, payload, source_ip, tcp_connect, Frame, WsConn};
+use crate::ws::{io_err, is_join_ack, join_packet, number_after, payload, source_ip, tcp_connect, Frame, WsConn, JOIN_TRIES};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,17 @@ pub struct WorkerSpec {
     pub churn_ms: u64,
     /// Churn across nodes: reconnections alternate between `server` and this address.
     pub reconnect_to: Option<SocketAddr>,
+    /// Rooms mode (fan-out `--rooms`): client `i` joins `r<i % rooms>` instead of `join`.
+    #[serde(default)]
+    pub rooms: usize,
+}
+
+/// The room client `i` of this worker joins, if any.
+fn room_of(spec: &WorkerSpec, i: usize) -> Option<String> {
+    if spec.rooms > 0 && spec.join.is_some() {
+        return Some(format!("r{}", (spec.first_index + i) % spec.rooms));
+    }
+    spec.join.clone()
 }
 
 const PHASE_HOLD: u8 = 0;
@@ -81,6 +92,8 @@ struct Stats {
     /// Reconnections with no offset to send: the receiver got no event since it connected
     /// (the official client then sends no offset either, and no server can recover it).
     no_offset: u64,
+    /// `join`s asked again because the first got no ack within a second.
+    join_retries: u64,
     duplicates: u64,
     reconnect_failed: u64,
     errors: Vec<String>,
@@ -158,9 +171,10 @@ async fn ws_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc<Sema
         s.first_start_us = s.first_start_us.min(start_us);
         s.last_done_us = s.last_done_us.max(now_us());
     }
-    if let Some(room) = &spec.join {
-        if let Err(e) = conn.send(format!("42[\"join\",\"{room}\"]").as_bytes()).await {
-            return fail(&stats, &done, e);
+    if let Some(room) = room_of(&spec, i) {
+        match conn.join(&room).await {
+            Ok(retries) => stats.lock().unwrap().join_retries += retries,
+            Err(e) => return fail(&stats, &done, e),
         }
     }
     drop(permit);
@@ -263,9 +277,10 @@ async fn polling_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc
         s.first_start_us = s.first_start_us.min(start_us);
         s.last_done_us = s.last_done_us.max(now_us());
     }
-    if let Some(room) = &spec.join {
-        if let Err(e) = c.post(Bytes::from(format!("42[\"join\",\"{room}\"]"))).await {
-            return fail(&stats, &done, e);
+    if let Some(room) = room_of(&spec, i) {
+        match polling_join(&mut c, &room).await {
+            Ok(retries) => stats.lock().unwrap().join_retries += retries,
+            Err(e) => return fail(&stats, &done, e),
         }
     }
     drop(permit);
@@ -289,6 +304,29 @@ async fn polling_client(i: usize, spec: Arc<WorkerSpec>, stats: Shared, sem: Arc
             }
         }
     }
+}
+
+/// `join(room)` with an ack over polling (see `WsConn::join`): the answer comes in a
+/// long-poll GET, or the server's next ping does and the join is asked again.
+async fn polling_join(c: &mut PollClient, room: &str) -> std::io::Result<u64> {
+    for attempt in 0..JOIN_TRIES {
+        c.post(Bytes::from(join_packet(room, attempt))).await?;
+        let body = c.poll().await?;
+        let mut acked = false;
+        for p in body.split(|&b| b == 0x1e) {
+            if is_join_ack(p) {
+                acked = true;
+            } else if p == b"2" {
+                c.post(Bytes::from_static(b"3")).await?;
+            } else if p == b"1" {
+                return Err(io_err("closed while joining"));
+            }
+        }
+        if acked {
+            return Ok(attempt);
+        }
+    }
+    Err(io_err(format!("join not acknowledged after {JOIN_TRIES} tries")))
 }
 
 fn fail(stats: &Shared, done: &mpsc::UnboundedSender<bool>, e: impl std::fmt::Display) {
@@ -335,6 +373,7 @@ pub fn run(spec: WorkerSpec) -> ! {
             reconnects: 0,
             recovered: 0,
             no_offset: 0,
+            join_retries: 0,
             duplicates: 0,
             reconnect_failed: 0,
             errors: Vec::new(),
@@ -359,7 +398,7 @@ pub fn run(spec: WorkerSpec) -> ! {
             let s = stats.lock().unwrap();
             let msg = json!({
                 "ok": s.ok, "failed": s.failed, "first_start_us": s.first_start_us, "last_done_us": s.last_done_us,
-                "handshake": encode(&s.handshake), "errors": s.errors,
+                "handshake": encode(&s.handshake), "errors": s.errors, "join_retries": s.join_retries,
             });
             println!("CONNECTED {msg}");
         }
@@ -405,7 +444,7 @@ pub fn run(spec: WorkerSpec) -> ! {
                         "rx_measured": s.rx_measured, "rx_total": s.rx_total, "latency": encode(&s.latency),
                         "echo_sent": s.echo_sent, "echo_acked": s.echo_acked, "rtt": encode(&s.rtt),
                         "slow_checked": s.slow_checked, "slow_dropped": s.slow_dropped,
-                        "reconnects": s.reconnects, "recovered": s.recovered, "no_offset": s.no_offset, "duplicates": s.duplicates,
+                        "reconnects": s.reconnects, "recovered": s.recovered, "no_offset": s.no_offset, "join_retries": s.join_retries, "duplicates": s.duplicates,
                         "reconnect_failed": s.reconnect_failed,
                         "cpu_s": self_cpu_secs() - cpu_mark, "errors": s.errors,
                     });

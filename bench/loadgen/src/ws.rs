@@ -6,6 +6,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 use tokio::io::Interest;
 use std::net::{Ipv4Addr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -247,6 +248,29 @@ impl WsConn {
         self.socketio_connect().await
     }
 
+    /// Joins `room` with an ack and waits for the ack, asking again each second, five
+    /// times at most; returns how many times it asked again. The contract's `join` acks,
+    /// so a server that drops an event sent right after its CONNECT (socketioxide runs the
+    /// connect handler, which registers the event handlers, in a spawned task) shows up
+    /// here as a retry rather than as deliveries lost during the run.
+    pub async fn join(&mut self, room: &str) -> io::Result<u64> {
+        for attempt in 0..JOIN_TRIES {
+            self.send(join_packet(room, attempt).as_bytes()).await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            loop {
+                match tokio::time::timeout_at(deadline, self.next()).await {
+                    Err(_) => break,
+                    Ok(Ok(Frame::Text(t))) if is_join_ack(&t) => return Ok(attempt),
+                    Ok(Ok(Frame::Text(t))) if t.as_ref() == b"2" => self.send(b"3").await?,
+                    Ok(Ok(Frame::Text(_) | Frame::Binary)) => {}
+                    Ok(Ok(Frame::Closed)) => return Err(io_err("closed while joining")),
+                    Ok(Err(e)) => return Err(e),
+                }
+            }
+        }
+        Err(io_err(format!("join not acknowledged after {JOIN_TRIES} tries")))
+    }
+
     /// Socket.IO CONNECT to `/` and its answer.
     pub async fn socketio_connect(&mut self) -> io::Result<()> {
         self.send(b"40").await?;
@@ -289,4 +313,23 @@ pub fn payload(t_us: u64, seq: u64, window: u64, size: usize) -> String {
     s.extend(std::iter::repeat_n('x', pad));
     s.push_str("\"}");
     s
+}
+
+/// How many times a client asks to join before it gives up.
+pub const JOIN_TRIES: u64 = 5;
+/// Ack ids of `join` start here, one per attempt (echo acks count from 0 and are told
+/// apart by their payload).
+const JOIN_ACK_BASE: u64 = 1_000_000_000;
+
+/// `join(room)` with the ack id of this attempt.
+pub fn join_packet(room: &str, attempt: u64) -> String {
+    format!("42{}[\"join\",\"{room}\"]", JOIN_ACK_BASE + attempt)
+}
+
+/// Whether a text packet is the ack of one of our `join` attempts (`43<id>[...]`).
+pub fn is_join_ack(t: &[u8]) -> bool {
+    let Some(rest) = t.strip_prefix(b"43") else { return false };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok().and_then(|d| d.parse::<u64>().ok())
+        .is_some_and(|id| (JOIN_ACK_BASE..JOIN_ACK_BASE + JOIN_TRIES).contains(&id))
 }

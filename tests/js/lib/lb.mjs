@@ -259,6 +259,9 @@ export async function runLoad(url, options = {}) {
   const r = {
     clients: [],
     echoes: 0,
+    echoSent: 0,
+    /** Acked echoes per client index. */
+    echoesOf: new Map(),
     echoFailures: [],
     roomSent: 0,
     roomMissing: 0,
@@ -344,13 +347,16 @@ export async function runLoad(url, options = {}) {
     for (const c of r.clients) {
       if (c.i % slices !== slice || !c.socket.connected) continue;
       const payload = { i: c.i, t: Date.now(), s: "x".repeat(32) };
+      r.echoSent++;
       pending.push(
         c.socket
           .timeout(10_000)
           .emitWithAck("echo", payload)
           .then((back) => {
-            if (back?.i === payload.i && back.t === payload.t) r.echoes++;
-            else r.echoFailures.push(`#${c.i}: echo answered ${JSON.stringify(back)}`);
+            if (back?.i === payload.i && back.t === payload.t) {
+              r.echoes++;
+              r.echoesOf.set(c.i, (r.echoesOf.get(c.i) ?? 0) + 1);
+            } else r.echoFailures.push(`#${c.i}: echo answered ${JSON.stringify(back)}`);
           })
           .catch((e) => r.echoFailures.push(`#${c.i}: ${e.message}`)),
       );

@@ -1,7 +1,7 @@
 //! The floor: the cheapest program that serves the benchmark contract, the yardstick the
 //! other servers are measured against. Not a product.
 //!
-//! On namespace `/`: `join(room)` joins the room, `broadcast(payload)` emits `tick` with
+//! On namespace `/`: `join(room, ack?)` joins the room (acked when asked), `broadcast(payload)` emits `tick` with
 //! the payload to room `bench`, `echo(payload, ack)` acks the payload. Engine.IO 4 over
 //! WebSocket and over HTTP long-polling (with the upgrade to WebSocket), pings every 25 s.
 //!
@@ -629,6 +629,12 @@ impl Server {
                         if let Some(room) = room {
                             let room = String::from_utf8_lossy(room).into_owned();
                             self.join(s, &room);
+                        }
+                        if let Some(id) = id {
+                            let mut text = b"43".to_vec();
+                            text.extend_from_slice(id);
+                            text.extend_from_slice(b"[]");
+                            self.send(s, &text);
                         }
                     }
                     _ => {}

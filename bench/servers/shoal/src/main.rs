@@ -1,6 +1,6 @@
 //! shoal serving the benchmark contract on namespace `/`:
-//! `join(room)` joins the room, `broadcast(payload)` emits `tick` with the payload to
-//! room `bench`, `echo(payload, ack)` acks the payload.
+//! `join(room, ack?)` joins the room (acked when asked), `broadcast(payload)` emits `tick` with the payload to
+//! room `bench`, `echo(payload, ack)` acks the payload; `broadcast_to(room, payload)` emits `tick` to `room` (the cluster scale run).
 //!
 //! ```text
 //! bench-shoal [--port 3000] [--threads 2] [--redis redis://127.0.0.1:6379] [--recovery MS]
@@ -87,9 +87,17 @@ fn main() -> std::io::Result<()> {
                 if let Some(room) = ev.arg(0).as_str() {
                     socket.join(room.to_owned());
                 }
+                // Acked when the client asked for an ack (the load generator waits for it).
+                ev.ack(());
             });
             socket.on("broadcast", |socket: Socket, ev: Event| async move {
                 let _ = socket.ns().to("bench").emit("tick", ev.args.clone());
+            });
+            // The cluster scale run's rooms mode (loadgen fanout --rooms): `tick` to one room.
+            socket.on("broadcast_to", |socket: Socket, ev: Event| async move {
+                if let Some(room) = ev.arg(0).as_str() {
+                    let _ = socket.ns().to(room.to_owned()).emit("tick", ev.args[1..].to_vec());
+                }
             });
             socket.on("echo", |_socket: Socket, ev: Event| async move {
                 ev.ack(ev.args.clone());

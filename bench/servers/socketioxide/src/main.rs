@@ -27,8 +27,12 @@ fn main() -> std::io::Result<()> {
     runtime.block_on(async move {
         let (svc, io) = SocketIo::new_svc();
         io.ns("/", async |s: SocketRef| {
-            s.on("join", async |s: SocketRef, Data(room): Data<String>| {
+            // `join` acks when asked to (the load generator waits for it and asks again
+            // if it never comes: an event that arrives before this connect handler ran,
+            // in its spawned task, has no handler yet and is dropped by socketioxide).
+            s.on("join", async |s: SocketRef, Data(room): Data<String>, ack: AckSender| {
                 s.join(room);
+                let _ = ack.send(&());
             });
             s.on("broadcast", async |s: SocketRef, Data(payload): Data<Value>| {
                 let _ = s.within("bench").emit("tick", &payload).await;
