@@ -115,7 +115,8 @@ fn install_on(io: &Server, ns: &NamespaceConfig, gateway: Arc<NamespaceGateway>)
             tracing::info!(namespace = %name, connect = gateway.connect.is_some(), events = gateway.events.is_some(), disconnect = gateway.disconnect.is_some(), "gateway on namespace");
         }
         (None, Some(pattern)) => {
-            let re = regex::Regex::new(pattern).map_err(|e| format!("pattern {pattern:?}: {e}"))?;
+            // Over the whole name (docs/gateway.md): `/org-[a-z]+` must not accept `/x/org-a`.
+            let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("pattern {pattern:?}: {e}"))?;
             tracing::info!(%pattern, "gateway on dynamic namespaces");
             io.dynamic_namespace(move |name, _auth| re.is_match(name), move |ns| gateway.install(ns));
         }
