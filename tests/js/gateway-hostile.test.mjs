@@ -378,4 +378,14 @@ describe("gateway: a hostile configuration", () => {
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /line 1/);
   });
+
+  test("a namespace configured twice: the node exits with the error instead of proxying everything twice", () => {
+    const file = path.join(dir, "twice.toml");
+    const ns = '[[namespaces]]\nname = "/chat"\nevents = { url = "http://127.0.0.1:9/e" }\n';
+    writeFileSync(file, `[node]\nlog = "error"\n[proxy]\nsecret = "s"\n${ns}${ns}`);
+    const r = spawnSync(SHOAL_BIN, ["--config", file, "--listen", "127.0.0.1:0"], { encoding: "utf8", timeout: 10_000 });
+    assert.equal(r.error, undefined, "the node exited by itself");
+    assert.notEqual(r.status, 0);
+    assert.match(r.stdout + r.stderr, /namespaces\[1\]\.name: "\/chat" is configured twice/, "logged at error");
+  });
 });
