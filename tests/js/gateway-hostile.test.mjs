@@ -11,7 +11,8 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { ack, ack1, ackWithin, Clients, waitConnectError } from "./lib/client.mjs";
+import { ack, ack1, ackWithin, waitConnect, waitConnectError } from "./lib/client.mjs";
+import { gatewayNode, replyJson, startApp, stopGatewayNode } from "./lib/gateway.mjs";
 import { metrics } from "./lib/lb.mjs";
 import { SHOAL_BIN, startShoal } from "./lib/server.mjs";
 
@@ -67,6 +68,7 @@ function hostileApp() {
     server.listen(0, "127.0.0.1", () =>
       resolve({
         port: server.address().port,
+        url: `http://127.0.0.1:${server.address().port}`,
         close: () => {
           for (const r of open) r.destroy();
           server.closeAllConnections();
@@ -82,33 +84,13 @@ function rssBytes(pid) {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]) * 1024;
 }
 
-/** The hostile app, and a shoal node whose config file (`config(appUrl)`) points at it. */
-async function gatewayNode(prefix, config) {
-  const app = await hostileApp();
-  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
-  try {
-    writeFileSync(path.join(dir, "shoal.toml"), config(`http://127.0.0.1:${app.port}`));
-    const node = await startShoal({ extraArgs: ["--config", path.join(dir, "shoal.toml")] });
-    return { app, node, dir, clients: new Clients(node.url, { transports: ["websocket"] }) };
-  } catch (err) {
-    await stopGatewayNode({ app, dir });
-    throw err;
-  }
-}
-
-async function stopGatewayNode({ app, node, dir, clients }) {
-  clients?.closeAll();
-  await node?.stop();
-  await app?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-}
-
 describe("gateway: a hostile app", () => {
   let app, node, dir, clients;
 
   before(async () => {
     ({ app, node, dir, clients } = await gatewayNode(
       "shoal-hostile-",
+      await hostileApp(),
       (url) => `[node]
 log = "error"
 
@@ -185,6 +167,7 @@ describe("gateway: a socket whose queue is full", () => {
   before(async () => {
     ({ app, node, dir, clients } = await gatewayNode(
       "shoal-queue-",
+      await hostileApp(),
       (url) => `[node]
 log = "error"
 
@@ -229,6 +212,121 @@ events = { url = "${url}/event" }
     assert.equal(d('shoal_gateway_proxy_errors_total{proxy="event",error="app_timeout"}'), 1);
     // The refused events never reached the app: the slow one, the queued echoes and b's echo did.
     assert.equal(d('shoal_gateway_proxy_requests_total{proxy="event"}'), 1 + MAX_QUEUED + 1);
+  });
+});
+
+describe("gateway: max_in_flight, with the app slow", () => {
+  // Two slots per kind. /slow's proxies wait up to 10 s for their turn and the app's
+  // answer; /'s only IN_FLIGHT_TIMEOUT_MS. The slots of a kind are shared by every
+  // namespace of the node, so /slow's held requests fill them for /.
+  const MAX_IN_FLIGHT = 2;
+  const IN_FLIGHT_TIMEOUT_MS = 600;
+  let app, node, dir, clients;
+  const held = [];
+  const release = () => {
+    for (const [res, answer] of held.splice(0)) replyJson(res, answer);
+  };
+
+  before(async () => {
+    const slowApp = await startApp("s", (req, res) => {
+      if (req.url === "/connect") {
+        if (req.body.auth?.hold) return held.push([res, { accept: {} }]);
+        return replyJson(res, { accept: {} });
+      }
+      if (req.body.event === "hold") return held.push([res, { ack: req.body.args }]);
+      replyJson(res, { ack: req.body.args });
+    });
+    ({ app, node, dir, clients } = await gatewayNode(
+      "shoal-inflight-",
+      slowApp,
+      (url) => `[node]
+log = "error"
+
+[proxy]
+secret = "s"
+timeout = ${IN_FLIGHT_TIMEOUT_MS}
+max_in_flight = ${MAX_IN_FLIGHT}
+
+[[namespaces]]
+name = "/slow"
+connect = { url = "${url}/connect", timeout = 10000 }
+events = { url = "${url}/event", timeout = 10000 }
+
+[[namespaces]]
+name = "/"
+connect = { url = "${url}/connect" }
+events = { url = "${url}/event" }
+`,
+    ));
+  });
+
+  after(async () => {
+    release();
+    await stopGatewayNode({ app, node, dir, clients });
+  });
+
+  const events = (name) => app.requests.filter((r) => r.url === "/event" && r.body.event === name);
+
+  test("events: beyond max_in_flight an event waits for a slot; none free within its timeout: app_overloaded, counted, never sent", async () => {
+    const [s1, s2, s3] = await Promise.all([clients.connect("/slow"), clients.connect("/slow"), clients.connect("/slow")]);
+    const [c, d] = await Promise.all([clients.connect("/"), clients.connect("/")]);
+    const before = await metrics(node);
+
+    // Two held events (one per socket: a socket's events go one at a time) fill the slots.
+    const holds = [ackWithin(5000, s1, "hold", 1), ackWithin(5000, s2, "hold", 2)];
+    await app.until(() => events("hold").length === MAX_IN_FLIGHT, "both held events");
+    // s3's event may wait 10 s: it is queued for a slot. c's may wait 600 ms: refused.
+    const queued = ackWithin(5000, s3, "echo", "queued");
+    const started = Date.now();
+    const refused = await ackWithin(3000, c, "echo", "refused");
+    const waited = Date.now() - started;
+    assert.deepEqual(refused, [{ error: "app_overloaded", message: "the app is overloaded" }]);
+    assert.ok(waited >= IN_FLIGHT_TIMEOUT_MS - 50, `refused after ${waited} ms, before its ${IN_FLIGHT_TIMEOUT_MS} ms timeout`);
+    assert.deepEqual(events("echo"), [], "neither the refused nor the queued event reached the app while the slots were busy");
+
+    // Other kinds have their own slots: a socket connects through the connect proxy now.
+    const e = await clients.connect("/");
+
+    release();
+    assert.deepEqual(await Promise.all(holds), [[1], [2]]);
+    assert.deepEqual(await queued, ["queued"], "the queued event went out once a slot was free");
+    assert.deepEqual(await ack(c, "echo", "again"), ["again"], "the refused socket works again");
+    assert.deepEqual(await ack(d, "echo", "d"), ["d"]);
+    assert.deepEqual(await ack(e, "echo", "e"), ["e"]);
+    assert.equal(app.maxInFlight["/event"], MAX_IN_FLIGHT, "the app never had more event requests in flight than the bound");
+    assert.deepEqual(events("echo").map((r) => r.body.args[0]), ["queued", "again", "d", "e"]);
+
+    const after = await metrics(node);
+    const delta = (name) => (after[name] ?? 0) - (before[name] ?? 0);
+    assert.equal(delta('shoal_gateway_proxy_errors_total{proxy="event",error="app_overloaded"}'), 1);
+    // Requests are those sent to the app: two holds, four echoes; not the refused one.
+    assert.equal(delta('shoal_gateway_proxy_requests_total{proxy="event"}'), 6);
+    assert.equal(delta('shoal_gateway_proxy_latency_seconds_count{proxy="event"}'), 6);
+  });
+
+  test("connect: beyond max_in_flight a connect gets connect_error app_overloaded; events and connected sockets are not held up", async () => {
+    const connected = await clients.connect("/");
+    const before = await metrics(node);
+    const connects = () => app.requests.filter((r) => r.url === "/connect").length;
+    const base = connects();
+    const slow = [clients.socket("/slow", { auth: { hold: true } }), clients.socket("/slow", { auth: { hold: true } })];
+    await app.until(() => connects() === base + MAX_IN_FLIGHT, "both held connects");
+
+    const err = await waitConnectError(clients.socket("/", { auth: {} }));
+    assert.equal(err.message, "the app is overloaded");
+    assert.deepEqual(err.data, { code: "app_overloaded" });
+    assert.equal(connects(), base + MAX_IN_FLIGHT, "the refused connect never reached the app");
+    assert.deepEqual(await ack(connected, "echo", "fine"), ["fine"], "events have their own slots");
+
+    release();
+    await Promise.all(slow.map((s) => waitConnect(s, "held connect")));
+    await clients.connect("/");
+    assert.equal(app.maxInFlight["/connect"], MAX_IN_FLIGHT);
+
+    const after = await metrics(node);
+    const delta = (name) => (after[name] ?? 0) - (before[name] ?? 0);
+    assert.equal(delta('shoal_gateway_proxy_errors_total{proxy="connect",error="app_overloaded"}'), 1);
+    assert.equal(delta('shoal_gateway_proxy_requests_total{proxy="connect"}'), MAX_IN_FLIGHT + 1);
   });
 });
 
@@ -279,5 +377,15 @@ describe("gateway: a hostile configuration", () => {
     const r = spawnSync(SHOAL_BIN, ["--config", file, "--listen", "127.0.0.1:0"], { encoding: "utf8", timeout: 10_000 });
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /line 1/);
+  });
+
+  test("a namespace configured twice: the node exits with the error instead of proxying everything twice", () => {
+    const file = path.join(dir, "twice.toml");
+    const ns = '[[namespaces]]\nname = "/chat"\nevents = { url = "http://127.0.0.1:9/e" }\n';
+    writeFileSync(file, `[node]\nlog = "error"\n[proxy]\nsecret = "s"\n${ns}${ns}`);
+    const r = spawnSync(SHOAL_BIN, ["--config", file, "--listen", "127.0.0.1:0"], { encoding: "utf8", timeout: 10_000 });
+    assert.equal(r.error, undefined, "the node exited by itself");
+    assert.notEqual(r.status, 0);
+    assert.match(r.stdout + r.stderr, /namespaces\[1\]\.name: "\/chat" is configured twice/, "logged at error");
   });
 });

@@ -4,7 +4,8 @@
 //! <token>`; every answer is JSON.
 //!
 //! A target selects sockets: `namespace` (default `/`), `to` (rooms), `sockets` (ids),
-//! `except` (rooms or ids); none of `to`/`sockets` means the whole namespace.
+//! `except` (rooms or ids); none of `to`/`sockets` means the whole namespace. A
+//! namespace that is neither configured nor matched by a `pattern` is `404 not_found`.
 //! - `emit`: target + `event`, `args`, `ack` (bool), `timeout` (ms) → `{ok}` or, with
 //!   `ack`, `{ok, responses, expected, timed_out}` (acks collected cluster-wide);
 //! - `join` / `leave`: target + `rooms` → `{ok}`;
@@ -12,7 +13,7 @@
 //! - `sockets`: target → `{sockets: [{id, rooms, data, address}]}`;
 //! - `rooms`: target → `{rooms: {"<room>": <sockets>}}` (socket ids left out).
 //!
-//! Errors: `{error: <code>, message}` with 400, 401, 404, 405, 413, 415 or 502.
+//! Errors: `{error: <code>, message}` with 400, 401, 404, 405, 413 or 502.
 
 use super::connect::{names, rooms};
 use super::metrics::GatewayMetrics;
@@ -219,7 +220,11 @@ impl Api {
                 Some(v) => names(v, MAX_TARGETS).map_err(|e| ApiError::bad(format!("`{key}`: {e}"))),
             }
         };
-        let mut op = self.io.of(namespace).broadcast();
+        // Never `io.of`: that would create a namespace the gateway does not serve, one
+        // clients could then join with no connect proxy. A dynamic one matching a
+        // `pattern` is created as a client's CONNECT would create it, proxies installed.
+        let ns = self.io.namespace(namespace).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "not_found", format!("no namespace {namespace:?} on this gateway")))?;
+        let mut op = ns.broadcast();
         for room in list("to")?.into_iter().chain(list("sockets")?) {
             op = op.to(room);
         }

@@ -122,8 +122,12 @@ impl Proxy {
         let started = Instant::now();
         let result = self.call_inner(request).await;
         let m = &self.shared.metrics;
-        m.proxy_requests.get_or_create(&[("proxy", self.kind)]).inc();
-        m.proxy_latency.get_or_create(&[("proxy", self.kind)]).observe(started.elapsed().as_secs_f64());
+        // A request refused for want of a slot was never sent: an error, not a request
+        // (like an event refused by a full queue), and no latency of the app's.
+        if !matches!(result, Err(AppError::Overloaded)) {
+            m.proxy_requests.get_or_create(&[("proxy", self.kind)]).inc();
+            m.proxy_latency.get_or_create(&[("proxy", self.kind)]).observe(started.elapsed().as_secs_f64());
+        }
         if let Err(e) = &result {
             m.proxy_errors.get_or_create(&[("proxy", self.kind), ("error", e.code())]).inc();
             tracing::warn!(proxy = self.kind, url = %self.url, error = %e, "request to the app failed");

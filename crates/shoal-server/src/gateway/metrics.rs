@@ -3,7 +3,8 @@
 //! - `shoal_gateway_proxy_requests_total{proxy}`, `shoal_gateway_proxy_errors_total{proxy,error}`,
 //!   `shoal_gateway_proxy_latency_seconds{proxy}` (connect, event, disconnect); `error` is an
 //!   `AppError` code, or `queue_full` for an event refused before any request (its socket's
-//!   queue was full);
+//!   queue was full); `requests` and `latency` count only requests sent (not those refused
+//!   `app_overloaded` for want of a slot);
 //! - `shoal_gateway_api_requests_total{method,status}`, `shoal_gateway_api_latency_seconds{method}`.
 
 use shoal::prometheus_client::metrics::counter::Counter;

@@ -71,8 +71,16 @@ pub fn install(io: &Server, config: &GatewayConfig) -> Result<Option<api::Api>, 
     let (connect_slots, event_slots, disconnect_slots) = (slots("connect"), slots("event"), slots("disconnect"));
     let ms = |t: Option<u64>| Duration::from_millis(t.unwrap_or(p.timeout));
 
+    // A name set twice would get two middlewares and two event handlers: every connect
+    // and event would go to the app twice.
+    let mut names = std::collections::HashSet::new();
     for (i, ns) in config.namespaces.iter().enumerate() {
         let at = |kind: &str, e: String| format!("namespaces[{i}].{kind}: {e}");
+        if let Some(name) = &ns.name {
+            if !names.insert(name.as_str()) {
+                return Err(at("name", format!("{name:?} is configured twice")));
+            }
+        }
         let connect = match &ns.connect {
             Some(c) => {
                 let proxy = Proxy::new("connect", &c.url, ms(c.timeout), c.max_body.unwrap_or(p.max_body), Encoding::Json, connect_slots.clone(), shared.clone())
@@ -115,7 +123,8 @@ fn install_on(io: &Server, ns: &NamespaceConfig, gateway: Arc<NamespaceGateway>)
             tracing::info!(namespace = %name, connect = gateway.connect.is_some(), events = gateway.events.is_some(), disconnect = gateway.disconnect.is_some(), "gateway on namespace");
         }
         (None, Some(pattern)) => {
-            let re = regex::Regex::new(pattern).map_err(|e| format!("pattern {pattern:?}: {e}"))?;
+            // Over the whole name (docs/gateway.md): `/org-[a-z]+` must not accept `/x/org-a`.
+            let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("pattern {pattern:?}: {e}"))?;
             tracing::info!(%pattern, "gateway on dynamic namespaces");
             io.dynamic_namespace(move |name, _auth| re.is_match(name), move |ns| gateway.install(ns));
         }

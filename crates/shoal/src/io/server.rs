@@ -182,6 +182,14 @@ impl Server {
         self.shared.dynamic.write().unwrap().push((Arc::new(matcher), Arc::new(init)));
     }
 
+    /// The namespace a client's CONNECT to `name` would reach, without creating one that
+    /// no client could reach: an existing namespace, or a new child of the first dynamic
+    /// pattern that accepts the name (with an empty auth), set up by its `init`; `None`
+    /// if neither. Unlike [`Server::of`], it never makes an unserved name connectable.
+    pub fn namespace(&self, name: &str) -> Option<Namespace> {
+        self.shared.namespace_for_connect(name, &Value::Null)
+    }
+
     /// Namespaces that exist now (static, and dynamic ones already created).
     pub fn namespaces(&self) -> Vec<Namespace> {
         self.shared.namespaces.read().unwrap().values().cloned().collect()
