@@ -379,6 +379,7 @@ impl ServerBuilder {
             },
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
+            creating: std::sync::Mutex::new(()),
             engine: OnceLock::new(),
             connect_deadlines: ConnectDeadlines::default(),
             observer: Default::default(),

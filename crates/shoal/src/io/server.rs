@@ -10,7 +10,7 @@ use crate::metrics::NodeMetrics;
 use crate::protocol::{IntoArgs, Value};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 type NamespaceMatcher = Arc<dyn Fn(&str, &Value) -> bool + Send + Sync>;
@@ -70,6 +70,9 @@ pub(crate) struct ServerShared {
     pub(super) connect_deadlines: ConnectDeadlines,
     pub(super) namespaces: RwLock<HashMap<String, Namespace>>,
     pub(super) dynamic: RwLock<Vec<(NamespaceMatcher, NamespaceInit)>>,
+    /// Held while a dynamic namespace is created and set up, so that no connection (or
+    /// `Server::namespace` caller) sees it before its `init` installed its middlewares.
+    pub(super) creating: Mutex<()>,
     pub(super) engine: OnceLock<Engine>,
     /// Set once the node is ready to serve: at `build`, or once `start` joined the cluster.
     pub(super) ingress: OnceLock<Arc<Ingress>>,
@@ -97,16 +100,17 @@ impl ServerShared {
         let dynamic: Vec<_> = self.dynamic.read().unwrap().clone();
         for (matcher, init) in dynamic {
             if matcher(name, auth) {
-                let ns = {
-                    let mut map = self.namespaces.write().unwrap();
-                    if let Some(ns) = map.get(name) {
-                        return Some(ns.clone());
-                    }
-                    let ns = Namespace::new(name, self);
-                    map.insert(name.to_owned(), ns.clone());
-                    ns
-                };
+                // Set up first, published after: a CONNECT racing this one must not reach
+                // the namespace before its middlewares exist (it would skip them). `init`
+                // runs outside the map's lock (it may call `of`), under `creating`, so it
+                // runs once per name. A panicking `init` leaves no namespace behind.
+                let _creating = self.creating.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some(ns) = self.namespaces.read().unwrap().get(name) {
+                    return Some(ns.clone());
+                }
+                let ns = Namespace::new(name, self);
                 init(&ns);
+                self.namespaces.write().unwrap().insert(name.to_owned(), ns.clone());
                 return Some(ns);
             }
         }
