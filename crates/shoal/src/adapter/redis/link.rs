@@ -90,20 +90,47 @@ pub(super) enum Conn {
     Sentinel(Arc<Sentinel>),
 }
 
+/// What goes to Redis in one round trip: a command, or the publisher's batch of them.
+#[derive(Clone, Copy)]
+pub(super) enum Request<'a> {
+    One(&'a redis::Cmd),
+    Batch(&'a redis::Pipeline),
+}
+
+impl Request<'_> {
+    async fn on<C: redis::aio::ConnectionLike + Send>(self, conn: &mut C) -> redis::RedisResult<redis::Value> {
+        match self {
+            Request::One(cmd) => cmd.query_async(conn).await,
+            Request::Batch(pipe) => pipe.query_async(conn).await,
+        }
+    }
+}
+
 impl Conn {
     pub(super) async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let value = self.send(Request::One(cmd)).await?;
+        Ok(T::from_redis_value(value)?)
+    }
+
+    /// Whether several publishes may go in one pipeline: on one connection, yes (Redis
+    /// runs them in order); a Redis Cluster routes each command by its own channel.
+    fn batches(&self) -> bool {
+        !matches!(self, Conn::Cluster(_))
+    }
+
+    async fn send(&self, request: Request<'_>) -> redis::RedisResult<redis::Value> {
         match self {
-            Conn::Single(manager) => cmd.query_async(&mut manager.clone()).await,
+            Conn::Single(manager) => request.on(&mut manager.clone()).await,
             Conn::Cluster(shared) => {
                 let mut conn = shared.lock().unwrap().clone();
-                cmd.query_async(&mut conn).await
+                request.on(&mut conn).await
             }
             Conn::Sentinel(sentinel) => {
                 let (mut manager, generation) = sentinel.manager();
                 // A command stuck on an old primary (unreachable, the manager reconnecting)
                 // is abandoned when the primary moves, so the caller retries on the new one.
                 let result = tokio::select! {
-                    result = cmd.query_async(&mut manager) => result,
+                    result = request.on(&mut manager) => result,
                     _ = sentinel.moved_from(generation) => Err(redis::RedisError::from(std::io::Error::new(
                         std::io::ErrorKind::ConnectionAborted,
                         "the Redis primary moved during the command",
@@ -477,50 +504,86 @@ impl RedisLink {
     }
 }
 
+/// Publishes taken from the queue at once and sent in one pipeline (one round trip), so
+/// the rate a node can publish at is not one per round trip to Redis.
+const PUBLISH_BATCH: usize = 256;
+
 pub(super) async fn publisher(conn: Conn, mut rx: mpsc::Receiver<Queued>, stats: Arc<LinkStats>) {
     let mut failing = false;
+    let mut cmds: Vec<redis::Cmd> = Vec::with_capacity(PUBLISH_BATCH);
     while let Some(item) = rx.recv().await {
-        let cmd = match item {
-            Queued::Cmd(cmd) => cmd,
-            Queued::Flush(done) => {
-                let _ = done.send(());
-                continue;
+        let mut next = Some(item);
+        // What queued meanwhile goes with it, in order; a flush marker answers once
+        // everything before it was sent.
+        while let Some(item) = next.take() {
+            match item {
+                Queued::Cmd(cmd) => cmds.push(cmd),
+                Queued::Flush(done) => {
+                    send_publishes(&conn, &mut cmds, &stats, &mut failing).await;
+                    let _ = done.send(());
+                }
             }
-        };
-        // While Redis is unreachable the command is retried, and everything behind it
-        // waits in the bounded queue: nothing is lost or reordered unless the queue fills.
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let generation = conn.generation();
-            let result: redis::RedisResult<redis::Value> = conn.run(&cmd).await;
-            match result {
-                Ok(_) => {
-                    stats.published.fetch_add(1, Ordering::Relaxed);
-                    if failing {
-                        tracing::info!("Redis reachable again: sending what queued meanwhile");
-                        failing = false;
-                    }
-                    break;
+            if cmds.len() < PUBLISH_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        send_publishes(&conn, &mut cmds, &stats, &mut failing).await;
+    }
+}
+
+/// Sends `cmds` (emptied), one pipeline where the connection allows it.
+async fn send_publishes(conn: &Conn, cmds: &mut Vec<redis::Cmd>, stats: &LinkStats, failing: &mut bool) {
+    if cmds.len() > 1 && conn.batches() {
+        let mut pipe = redis::pipe();
+        for cmd in cmds.iter() {
+            pipe.add_command(cmd.clone());
+        }
+        send_retrying(conn, Request::Batch(&pipe), cmds.len() as u64, stats, failing).await;
+    } else {
+        for cmd in cmds.iter() {
+            send_retrying(conn, Request::One(cmd), 1, stats, failing).await;
+        }
+    }
+    cmds.clear();
+}
+
+/// Sends one request of `count` publishes. While Redis is unreachable it is retried, and
+/// everything behind it waits in the bounded queue: nothing is lost or reordered unless
+/// the queue fills. (A batch whose answer was lost with the connection is sent again
+/// whole, as a single command would be: its subscribers may then get some twice.)
+async fn send_retrying(conn: &Conn, request: Request<'_>, count: u64, stats: &LinkStats, failing: &mut bool) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let generation = conn.generation();
+        match conn.send(request).await {
+            Ok(_) => {
+                stats.published.fetch_add(count, Ordering::Relaxed);
+                if *failing {
+                    tracing::info!("Redis reachable again: sending what queued meanwhile");
+                    *failing = false;
                 }
-                Err(e) if conn.retryable(&e) => {
-                    if !failing {
-                        tracing::error!(error = %e, "Redis unreachable: cluster messages queue until it is back (local delivery continues)");
-                        failing = true;
-                    }
-                    // A new primary (Sentinel) ends the wait; what queued meanwhile goes out
-                    // after a short grace, so that the other nodes, told of the switch at the
-                    // same moment, have subscribed there first (Pub/Sub keeps nothing).
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = conn.moved_from(generation) => tokio::time::sleep(SWITCH_GRACE).await,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                return;
+            }
+            Err(e) if conn.retryable(&e) => {
+                if !*failing {
+                    tracing::error!(error = %e, "Redis unreachable: cluster messages queue until it is back (local delivery continues)");
+                    *failing = true;
                 }
-                Err(e) => {
-                    let dropped = stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(error = %e, dropped, "Redis refused a command; dropped");
-                    break;
+                // A new primary (Sentinel) ends the wait; what queued meanwhile goes out
+                // after a short grace, so that the other nodes, told of the switch at the
+                // same moment, have subscribed there first (Pub/Sub keeps nothing).
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = conn.moved_from(generation) => tokio::time::sleep(SWITCH_GRACE).await,
                 }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => {
+                // Redis runs every command of a pipeline; an error answer to one of them
+                // (none is expected for PUBLISH) fails the whole reply: counted as one.
+                let dropped = stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(error = %e, dropped, "Redis refused a command; dropped");
+                return;
             }
         }
     }
