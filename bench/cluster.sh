@@ -54,7 +54,10 @@ trap cleanup EXIT
 free_port() { # a port nobody listens on
   local p
   for _ in $(seq 1 50); do
-    p=$((20000 + RANDOM % 20000))
+    # Below the kernel's ephemeral range (32768-60999 here), which the loadgen's tens of
+    # thousands of outgoing connections use up: a port taken there fails with EADDRINUSE.
+    # A Redis Cluster node also listens on its port + 10000 (the cluster bus): under it too.
+    p=$((20000 + RANDOM % 2700))
     ss -ltn "( sport = :$p )" | grep -q ":$p" || { echo "$p"; return; }
   done
   return 1
