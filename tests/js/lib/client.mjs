@@ -15,6 +15,16 @@ export const TRANSPORTS = [
 export const WAIT_MS = 5000;
 
 /**
+ * How late, at most, the answer to one of the node's timers (an ack timeout, the connect
+ * timeout, the request body timeout) may arrive after the timer's due time, as seen by a
+ * client on the same loaded 2-core machine: tokio's timer fires within its 1 ms slot, the
+ * rest is scheduling of the node's and the test's threads and a loopback round trip.
+ * Timing tests assert [timeout, timeout + TIMER_SLACK_MS]; a lower bound needs the start
+ * taken before the node could start its timer, the upper one after (see each test).
+ */
+export const TIMER_SLACK_MS = 250;
+
+/**
  * Creates sockets and managers for one server and one transport configuration, and
  * remembers them so that `closeAll()` (call it in `after`/`afterEach`) closes them all.
  */
