@@ -1,12 +1,27 @@
 // The abuse limits, each seen firing from a client and counted in the node's metrics
 // (`shoal_limit_hits_total{limit=...}`), and a 5 MB POST answered 413 so that an
-// ordinary HTTP client reads the answer.
+// ordinary HTTP client reads the answer. The limits set only by the `shoal` binary's
+// flags (--max-connections, --max-sessions, --request-body-timeout, --max-attachments)
+// run on the binary and are read from its `/metrics`, as are the per-address limits
+// behind a trusted proxy.
 
 import assert from "node:assert/strict";
 import http from "node:http";
+import net from "node:net";
 import { after, before, describe, test } from "node:test";
-import { startTestapp } from "./lib/server.mjs";
-import { Clients, ack, ack1, ackWithin, eventually, waitConnect, waitConnectError, waitDisconnect, waitEvent } from "./lib/client.mjs";
+import { startShoal, startTestapp } from "./lib/server.mjs";
+import {
+  Clients,
+  TIMER_SLACK_MS,
+  ack,
+  ack1,
+  ackWithin,
+  eventually,
+  waitConnect,
+  waitConnectError,
+  waitDisconnect,
+  waitEvent,
+} from "./lib/client.mjs";
 
 /** The count of `shoal_limit_hits_total{limit="<limit>"}` in the node's metrics. */
 async function limitHits(metricsSocket, limit) {
@@ -16,10 +31,24 @@ async function limitHits(metricsSocket, limit) {
   return Number(line.split(" ")[1]);
 }
 
+/** The count of `shoal_limit_hits_total{limit="<limit>"}` in a metrics text. */
+function hitsIn(text, limit) {
+  const line = text.split("\n").find((l) => l.startsWith(`shoal_limit_hits_total{limit="${limit}"}`));
+  assert.ok(line, `no series for ${limit} in:\n${text}`);
+  return Number(line.split(" ")[1]);
+}
+
+/** The count of `limit` in the `shoal` binary's `/metrics`. */
+async function binaryHits(url, limit) {
+  const res = await request(`${url}/metrics`);
+  assert.equal(res.status, 200, res.body);
+  return hitsIn(res.body, limit);
+}
+
 /** One HTTP request with Node's own client; resolves with {status, body}, rejects on error. */
-function request(url, { method = "GET", body, chunked = false } = {}) {
+function request(url, { method = "GET", body, chunked = false, headers: extra = {} } = {}) {
   return new Promise((resolve, reject) => {
-    const headers = {};
+    const headers = { ...extra };
     if (body && !chunked) headers["content-length"] = body.length;
     const req = http.request(url, { method, headers, agent: false }, (res) => {
       const chunks = [];
@@ -38,8 +67,8 @@ function request(url, { method = "GET", body, chunked = false } = {}) {
   });
 }
 
-async function pollingHandshake(url) {
-  const res = await request(`${url}/socket.io/?EIO=4&transport=polling`);
+async function pollingHandshake(url, headers = {}) {
+  const res = await request(`${url}/socket.io/?EIO=4&transport=polling`, { headers });
   assert.equal(res.status, 200, res.body);
   return JSON.parse(res.body.slice(1)).sid;
 }
@@ -212,6 +241,223 @@ describe("sessions and handshakes per client address (loopback held to them)", (
       assert.equal(await limitHits(metrics, "handshakes_per_address_per_second"), refused);
     } finally {
       clients.closeAll();
+      await server.stop();
+    }
+  });
+});
+
+/**
+ * One raw TCP connection speaking HTTP/1.1 keep-alive: `get(path)` sends a request and
+ * resolves with {status, body} (Content-Length bodies only); `received` counts the bytes
+ * the server sent, `text()` is all of them, `firstData` resolves with the
+ * `performance.now()` of the first; `closed` resolves when the server (or the kernel)
+ * ended the connection.
+ */
+function rawConnection(port) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ port, host: "127.0.0.1" });
+    let buf = Buffer.alloc(0);
+    let all = Buffer.alloc(0);
+    let pending = null;
+    let firstData;
+    const conn = {
+      received: 0,
+      closed: new Promise((r) => sock.once("close", r)),
+      firstData: new Promise((r) => (firstData = r)),
+      text: () => all.toString(),
+      write: (bytes) => sock.write(bytes),
+      destroy: () => sock.destroy(),
+      get(path) {
+        return new Promise((res, rej) => {
+          pending = { res, rej };
+          sock.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+        });
+      },
+    };
+    const parse = () => {
+      const end = buf.indexOf("\r\n\r\n");
+      if (!pending || end < 0) return;
+      const head = buf.subarray(0, end).toString();
+      const length = /\r\ncontent-length: *(\d+)/i.exec(head);
+      assert.ok(length, `no content-length in\n${head}`);
+      if (buf.length < end + 4 + Number(length[1])) return;
+      const body = buf.subarray(end + 4, end + 4 + Number(length[1])).toString();
+      buf = buf.subarray(end + 4 + Number(length[1]));
+      const { res } = pending;
+      pending = null;
+      res({ status: Number(head.split(" ")[1]), body });
+    };
+    sock.on("data", (d) => {
+      if (conn.received === 0) firstData(performance.now());
+      conn.received += d.length;
+      all = Buffer.concat([all, d]);
+      buf = Buffer.concat([buf, d]);
+      parse();
+    });
+    // A connection the node closes at once may end in a reset; `closed` says so.
+    sock.on("error", () => {});
+    sock.once("close", () => pending?.rej(new Error("connection closed before the answer")));
+    sock.once("connect", () => resolve(conn));
+    sock.once("error", reject);
+  });
+}
+
+/** Resolves with what `promise` resolves to, or rejects after `ms` saying `what`. */
+function within(ms, promise, what) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+describe("the shoal binary's --max-connections", () => {
+  test("past 3 open connections a new one is closed unanswered, counted; a freed slot takes the next", async () => {
+    const server = await startShoal({ extraArgs: ["--max-connections", "3"] });
+    const open = [];
+    try {
+      // Each one answered, so the node has taken it (the accept loop is in order).
+      for (let i = 0; i < 3; i++) {
+        const conn = await rawConnection(server.port);
+        open.push(conn);
+        assert.equal((await conn.get("/health")).status, 200, `connection ${i + 1} of 3`);
+      }
+      const fourth = await rawConnection(server.port);
+      fourth.write("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+      await within(5000, fourth.closed, "the fourth connection closed");
+      assert.equal(fourth.received, 0, "the fourth connection got an answer");
+      // Read over a connection already in (a new one would be refused, and counted).
+      assert.equal(hitsIn((await open[0].get("/metrics")).body, "max_connections"), 1);
+      // A connection that ends frees its slot; until the node saw it end, tries are refused.
+      open.pop().destroy();
+      let refused = 0;
+      await eventually(async () => {
+        const conn = await rawConnection(server.port);
+        try {
+          assert.equal((await conn.get("/health")).status, 200);
+          open.push(conn);
+        } catch (e) {
+          refused += 1;
+          conn.destroy();
+          throw e;
+        }
+      });
+      assert.equal(hitsIn((await open[0].get("/metrics")).body, "max_connections"), 1 + refused);
+    } finally {
+      for (const conn of open) conn.destroy();
+      await server.stop();
+    }
+  });
+});
+
+const BODY_TIMEOUT_MS = 400;
+
+describe("the shoal binary's --max-sessions, --request-body-timeout and --max-attachments", () => {
+  let server;
+  let clients;
+  before(async () => {
+    server = await startShoal({
+      extraArgs: ["--max-sessions", "3", "--request-body-timeout", String(BODY_TIMEOUT_MS), "--max-attachments", "2"],
+    });
+    clients = new Clients(server.url, { transports: ["websocket"] });
+  });
+  after(async () => {
+    clients?.closeAll();
+    await server?.stop();
+  });
+
+  test("a handshake past 3 open sessions is refused 403 Too many sessions, counted", async () => {
+    const sids = [await pollingHandshake(server.url), await pollingHandshake(server.url), await pollingHandshake(server.url)];
+    const refused = await request(`${server.url}/socket.io/?EIO=4&transport=polling`);
+    assert.deepEqual([refused.status, refused.body], [403, '{"code":4,"message":"Too many sessions"}']);
+    assert.equal(await binaryHits(server.url, "max_sessions"), 1);
+    // Closing them (a close packet each) makes room again.
+    for (const sid of sids) {
+      const res = await request(`${server.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`, { method: "POST", body: Buffer.from("1") });
+      assert.equal(res.status, 200, res.body);
+    }
+    await eventually(async () => assert.equal((await request(`${server.url}/socket.io/?EIO=4&transport=polling`)).status, 200));
+  });
+
+  test(`a polling POST body that stops arriving is answered 408 after ${BODY_TIMEOUT_MS} ms, counted`, async () => {
+    const sid = await pollingHandshake(server.url);
+    const conn = await rawConnection(server.port);
+    const sent = performance.now();
+    // 10 of the 100 bytes announced, then nothing.
+    conn.write(`POST /socket.io/?EIO=4&transport=polling&sid=${sid} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n4aaaaaaaaa`);
+    const answered = await within(BODY_TIMEOUT_MS + 5000, conn.firstData, "the 408");
+    await within(5000, conn.closed, "the connection closed after the 408");
+    const elapsed = answered - sent;
+    assert.equal(conn.text().split("\r\n")[0], "HTTP/1.1 408 Request Timeout");
+    // The node's deadline starts once it has the request head, after `sent`; its timer
+    // fires late by at most the slack of a loaded machine.
+    assert.ok(elapsed >= BODY_TIMEOUT_MS && elapsed <= BODY_TIMEOUT_MS + TIMER_SLACK_MS, `408 after ${elapsed.toFixed(0)} ms`);
+    assert.equal(await binaryHits(server.url, "request_body_timeout"), 1);
+  });
+
+  test("a packet announcing 3 binary attachments closes the session (2 allowed), counted", async () => {
+    const socket = await clients.connect("/");
+    const two = [Buffer.from([1]), Buffer.from([2])];
+    const echoed = await ack(socket, "echo", ...two);
+    assert.deepEqual(echoed.map((b) => [...b]), [[1], [2]], "two attachments are within the limit");
+    const reason = waitDisconnect(socket);
+    socket.emit("echo", Buffer.from([1]), Buffer.from([2]), Buffer.from([3]));
+    assert.equal(await reason, "transport close");
+    assert.equal(await binaryHits(server.url, "max_attachments"), 1);
+  });
+});
+
+describe("the per-address limits behind a trusted proxy (X-Forwarded-For from 127.0.0.1)", () => {
+  const A = "203.0.113.7";
+  const B = "198.51.100.9";
+
+  test("sessions count against the forwarded address, not the proxy's", async () => {
+    // --limit-loopback holds the proxy's own address (127.0.0.1) to the limit too: if the
+    // sessions counted against it, the third of them would be refused.
+    const server = await startShoal({
+      extraArgs: ["--trusted-proxies", "127.0.0.1", "--limit-loopback", "--max-sessions-per-address", "2", "--handshakes-per-address-per-second", "1000"],
+    });
+    try {
+      for (const ip of [A, A, B, B]) await pollingHandshake(server.url, { "x-forwarded-for": ip });
+      const refused = await request(`${server.url}/socket.io/?EIO=4&transport=polling`, { headers: { "x-forwarded-for": A } });
+      assert.deepEqual([refused.status, refused.body], [403, '{"code":4,"message":"Too many sessions from this address"}']);
+      // The proxy itself holds no session.
+      await pollingHandshake(server.url);
+      await pollingHandshake(server.url);
+      assert.equal(await binaryHits(server.url, "max_sessions_per_address"), 1);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("handshakes per second count against the forwarded address, not the proxy's", async () => {
+    const server = await startShoal({
+      extraArgs: ["--trusted-proxies", "127.0.0.1", "--limit-loopback", "--max-sessions-per-address", "1000", "--handshakes-per-address-per-second", "2"],
+    });
+    try {
+      const started = performance.now();
+      for (const ip of [A, A, B, B]) await pollingHandshake(server.url, { "x-forwarded-for": ip });
+      const refused = await request(`${server.url}/socket.io/?EIO=4&transport=polling`, { headers: { "x-forwarded-for": A } });
+      await pollingHandshake(server.url);
+      const elapsed = performance.now() - started;
+      // All six in the node's first one-second window (it starts at the first handshake).
+      assert.ok(elapsed < 1000, `six handshakes took ${elapsed.toFixed(0)} ms, longer than one window`);
+      assert.deepEqual([refused.status, refused.body], [403, '{"code":4,"message":"Too many handshakes from this address"}']);
+      assert.equal(await binaryHits(server.url, "handshakes_per_address_per_second"), 1);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("from a peer that is not a trusted proxy the header is ignored: every session is the peer's", async () => {
+    const server = await startShoal({ extraArgs: ["--limit-loopback", "--max-sessions-per-address", "2", "--handshakes-per-address-per-second", "1000"] });
+    try {
+      await pollingHandshake(server.url, { "x-forwarded-for": A });
+      await pollingHandshake(server.url, { "x-forwarded-for": B });
+      const refused = await request(`${server.url}/socket.io/?EIO=4&transport=polling`, { headers: { "x-forwarded-for": "192.0.2.1" } });
+      assert.deepEqual([refused.status, refused.body], [403, '{"code":4,"message":"Too many sessions from this address"}']);
+      assert.equal(await binaryHits(server.url, "max_sessions_per_address"), 1);
+    } finally {
       await server.stop();
     }
   });

@@ -8,6 +8,7 @@ import { Manager } from "socket.io-client";
 import { startTestapp } from "./lib/server.mjs";
 import {
   Clients,
+  TIMER_SLACK_MS,
   TRANSPORTS,
   ack,
   ack1,
@@ -283,13 +284,22 @@ describe("--connect-timeout", () => {
   for (const t of TRANSPORTS.filter((t) => t.name !== "upgrade")) {
     test(`a session that joins no namespace is closed (${t.name})`, async () => {
       // A Manager opens the Engine.IO session at once, but no socket ever sends CONNECT.
+      // The node starts the 300 ms deadline when it opens the session: after `asked` (the
+      // handshake is sent then), before `opened` (the open packet comes after it). So the
+      // close comes at least 300 ms after `asked` and at most 300 + TIMER_SLACK_MS after
+      // `opened`.
+      const asked = performance.now();
       const manager = new Manager(server.url, { reconnection: false, ...t.opts });
       clients.open.add(manager);
       await waitEvent(manager, "open", "engine open");
-      const started = Date.now();
+      const opened = performance.now();
       await waitEvent(manager.engine, "close", "engine close after connect timeout", 3000);
-      const elapsed = Date.now() - started;
-      assert.ok(elapsed >= 150, `closed after ${elapsed} ms, before the 300 ms connect timeout`);
+      const closed = performance.now();
+      assert.ok(closed - asked >= 300, `closed ${(closed - asked).toFixed(1)} ms after the handshake was sent, before the 300 ms connect timeout`);
+      assert.ok(
+        closed - opened <= 300 + TIMER_SLACK_MS,
+        `closed ${(closed - opened).toFixed(1)} ms after the session opened, later than 300 + ${TIMER_SLACK_MS} ms`,
+      );
     });
   }
 

@@ -60,10 +60,15 @@ pub(crate) enum Limit {
     NamespacesPerSession,
     /// A request head over the listener's `max_header_bytes` (431).
     RequestHead,
+    /// A TCP connection closed at accept: the listener holds `max_connections`.
+    MaxConnections,
+    /// A binary packet announcing more than `max_attachments` attachments (its session
+    /// closed as a parse error).
+    MaxAttachments,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 11] = [
+    pub const ALL: [Limit; 13] = [
         Limit::MaxSessions,
         Limit::SessionsPerAddress,
         Limit::HandshakeRate,
@@ -75,6 +80,8 @@ impl Limit {
         Limit::RoomsPerSocket,
         Limit::NamespacesPerSession,
         Limit::RequestHead,
+        Limit::MaxConnections,
+        Limit::MaxAttachments,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +97,8 @@ impl Limit {
             Limit::RoomsPerSocket => "max_rooms_per_socket",
             Limit::NamespacesPerSession => "max_namespaces_per_session",
             Limit::RequestHead => "max_header_bytes",
+            Limit::MaxConnections => "max_connections",
+            Limit::MaxAttachments => "max_attachments",
         }
     }
 }

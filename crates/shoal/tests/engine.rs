@@ -329,3 +329,167 @@ async fn a_get_overlapping_a_live_relayed_get_is_refused_after_the_grace() {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("\r\n\r\n1"), "{answer}");
 }
+
+/// A WebSocket client on a bare TCP stream, frames written and read by hand, so a test
+/// can tell whether the server has sent something without reading it (`has_arrived`).
+struct RawWs {
+    tcp: tokio::net::TcpStream,
+    /// Bytes read but not yet taken as frames.
+    buf: Vec<u8>,
+}
+
+/// How a [`RawWs`] read ended when it did not bring a frame.
+#[derive(Debug, PartialEq)]
+enum RawEnd {
+    /// The server ended the TCP connection (EOF or a reset).
+    Closed,
+}
+
+impl RawWs {
+    /// Sends the upgrade request for `sid` on `tcp` and reads the `101` answer.
+    async fn open(tcp: tokio::net::TcpStream, addr: std::net::SocketAddr, sid: &str) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut ws = RawWs { tcp, buf: Vec::new() };
+        let req = format!(
+            "GET {P}?EIO=4&transport=websocket&sid={sid} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        ws.tcp.write_all(req.as_bytes()).await.unwrap();
+        let end = loop {
+            if let Some(i) = ws.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(5), ws.tcp.read(&mut chunk)).await.expect("the upgrade answered in time").unwrap();
+            assert!(n > 0, "closed before the upgrade was answered: {:?}", String::from_utf8_lossy(&ws.buf));
+            ws.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&ws.buf[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        ws.buf.drain(..end);
+        ws
+    }
+
+    /// A masked text frame, as a client must send it.
+    fn text_frame(text: &str) -> Vec<u8> {
+        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+        assert!(text.len() < 126);
+        let mut frame = vec![0x81, 0x80 | text.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    /// Sends text frames in one write.
+    async fn send(&mut self, texts: &[&str]) {
+        use tokio::io::AsyncWriteExt;
+        let bytes: Vec<u8> = texts.iter().flat_map(|t| RawWs::text_frame(t)).collect();
+        self.tcp.write_all(&bytes).await.unwrap();
+    }
+
+    /// The next frame from the server, `(opcode, payload)`, within 5 s.
+    async fn next_frame(&mut self) -> Result<(u8, Vec<u8>), RawEnd> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 2 {
+                let (op, len) = (self.buf[0] & 0x0f, (self.buf[1] & 0x7f) as usize);
+                let (start, len) = match len {
+                    126 if self.buf.len() >= 4 => (4, u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize),
+                    126 | 127 => (usize::MAX, 0),
+                    n => (2, n),
+                };
+                if start != usize::MAX && self.buf.len() >= start + len {
+                    let payload = self.buf[start..start + len].to_vec();
+                    self.buf.drain(..start + len);
+                    return Ok((op, payload));
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout(Duration::from_secs(5), self.tcp.read(&mut chunk)).await.expect("a frame or the close in time") {
+                Ok(0) | Err(_) => return Err(RawEnd::Closed),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The next text frame that is not a ping (`2`).
+    async fn next_text(&mut self) -> String {
+        loop {
+            let (op, payload) = self.next_frame().await.expect("a text frame");
+            assert_eq!(op, 1, "a text frame, got opcode {op} {payload:?}");
+            let text = String::from_utf8(payload).unwrap();
+            if text != "2" {
+                return text;
+            }
+        }
+    }
+
+    /// True if the server has sent bytes not read yet: looks at the socket's receive
+    /// queue directly (MSG_PEEK on a duplicate of its descriptor), not at tokio's idea
+    /// of readiness, which lags behind the kernel.
+    fn has_arrived(&self) -> bool {
+        use std::os::fd::AsFd;
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let dup = std::net::TcpStream::from(self.tcp.as_fd().try_clone_to_owned().unwrap());
+        match dup.peek(&mut [0u8; 1]) {
+            Ok(n) => n > 0,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("peek: {e}"),
+        }
+    }
+
+    /// Reads to the end of the connection and returns the frames that came before it.
+    async fn frames_until_closed(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while let Ok(frame) = self.next_frame().await {
+            frames.push(frame);
+        }
+        frames
+    }
+}
+
+/// The official suite's "ignores WebSocket connection with same sid after upgrade", as
+/// a regression test for its race (fixed in 29a6e19): the server serves two connections
+/// on two threads, so the refusal of a second WebSocket could overtake the first one's
+/// `3probe`. Each round runs it twice: the second WebSocket opened once the upgrade is
+/// over, and opened right after the first sent `2probe` and `5` without waiting (the
+/// suite's newest form). Either way the second one gets no `3probe` (no frame but a
+/// close) and is closed, the first was sent its `3probe` before that close, and the
+/// session goes on over the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_websocket_for_an_upgraded_session_is_closed_without_a_probe_answer() {
+    let (addr, engine) = serve_echo_engine(config()).await;
+    for round in 0..50 {
+        for during_upgrade in [false, true] {
+            let at = format!("round {round}, second WebSocket {}", if during_upgrade { "during the upgrade" } else { "after it" });
+            let sid = polling_handshake(addr, P).await;
+            let mut first = RawWs::open(tokio::net::TcpStream::connect(addr).await.unwrap(), addr, &sid).await;
+            // Connected ahead, so the second upgrade request follows the first's packets closely.
+            let second_tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            if during_upgrade {
+                first.send(&["2probe", "5"]).await;
+            } else {
+                first.send(&["2probe"]).await;
+                assert_eq!(first.next_text().await, "3probe", "{at}");
+                first.send(&["5"]).await;
+            }
+            let mut second = RawWs::open(second_tcp, addr, &sid).await;
+            second.send(&["2probe"]).await;
+            let frames = second.frames_until_closed().await;
+            // A close frame (opcode 8), or nothing when the reset came first; never text.
+            assert!(frames.iter().all(|(op, _)| *op == 8), "{at}: the second WebSocket got {frames:?}");
+            if during_upgrade {
+                assert!(first.has_arrived(), "{at}: the second WebSocket was closed before the first was sent its 3probe");
+                assert_eq!(first.next_text().await, "3probe", "{at}");
+            }
+            first.send(&["4hello"]).await;
+            assert_eq!(first.next_text().await, "4hello", "{at}");
+            let session = engine.session(&sid).unwrap_or_else(|| panic!("{at}: the session is gone"));
+            assert!(!session.is_closed(), "{at}: the session was closed");
+            // Polling is over for it, as for any upgraded session.
+            assert_eq!(get(addr, &format!("{P}?EIO=4&transport=polling&sid={sid}")).await.status, 400, "{at}");
+        }
+    }
+}

@@ -296,3 +296,54 @@ async fn an_oversized_websocket_message_closes_its_session_and_is_counted() {
     send_text(&mut good, "421[\"echo\",\"still here\"]").await;
     assert_eq!(next_non_ping(&mut good).await.as_deref(), Some("431[\"still here\"]"));
 }
+
+/// Past `max_connections` open connections, a new one is closed as soon as it is
+/// accepted, unanswered, and counted; the ones inside are served on.
+#[tokio::test]
+async fn a_connection_past_max_connections_is_closed_unanswered_and_counted() {
+    let io = Server::builder().build();
+    let addr = serve_io_with(&io, ServeOptions { max_connections: 2, ..io.serve_options() }).await;
+    let request = b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut inside = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer)).await.expect("served in time").unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        inside.push(stream);
+    }
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = third.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer)).await.expect("closed in time");
+    assert!(answer.is_empty(), "the third connection got {:?}", String::from_utf8_lossy(&answer));
+    assert_eq!(limit_hits(&io, "max_connections"), 1);
+}
+
+/// A binary packet announcing more attachments than `max_attachments` closes its
+/// session as a parse error and is counted; at the limit it is taken, and the session
+/// beside it goes on.
+#[tokio::test]
+async fn a_packet_over_max_attachments_closes_its_session_and_is_counted() {
+    let io = Server::builder().max_attachments(2).build();
+    io.on_connection(|socket: Socket| async move {
+        socket.on("echo", |_socket: Socket, ev: Event| async move {
+            ev.ack(ev.args.clone());
+        });
+    });
+    let addr = serve_io(&io).await;
+    let mut good = sio_connect(addr).await;
+    let mut bad = sio_connect(addr).await;
+    send_text(&mut good, r#"452-1["echo",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#).await;
+    good.send(WsMessage::binary(vec![1u8])).await.unwrap();
+    good.send(WsMessage::binary(vec![2u8])).await.unwrap();
+    assert_eq!(next_non_ping(&mut good).await.as_deref(), Some(r#"462-1[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#));
+    assert_eq!(next_non_ping(&mut good).await.as_deref(), Some("<binary [1]>"));
+    assert_eq!(next_non_ping(&mut good).await.as_deref(), Some("<binary [2]>"));
+    send_text(&mut bad, r#"453-["echo",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1},{"_placeholder":true,"num":2}]"#).await;
+    assert!(closed_within(&mut bad, Duration::from_secs(2)).await, "three attachments did not close the session");
+    assert_eq!(limit_hits(&io, "max_attachments"), 1);
+    send_text(&mut good, "421[\"echo\",\"still here\"]").await;
+    assert_eq!(next_non_ping(&mut good).await.as_deref(), Some("431[\"still here\"]"));
+}

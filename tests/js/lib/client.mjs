@@ -15,6 +15,21 @@ export const TRANSPORTS = [
 export const WAIT_MS = 5000;
 
 /**
+ * How late, at most, the answer to one of the node's timers (an ack timeout, the connect
+ * timeout, the request body timeout) may arrive after the timer's due time, as seen by a
+ * client on the same loaded 2-core machine: tokio's timer fires within its 1 ms slot, the
+ * rest is scheduling of the node's and the test's threads and a loopback round trip.
+ * Timing tests assert [timeout, timeout + TIMER_SLACK_MS]; a lower bound needs the start
+ * taken before the node could start its timer, the upper one after (see each test).
+ * Measured on this machine (2 cores), each test run 5-10 times: idle (load 2-4) at most
+ * 11 ms late; with four busy loops beside them (load 5) at most 22 ms; with six (load 8)
+ * the 400 ms ack timeout answered at most 33.5 ms late, the 300 ms connect timeout
+ * closed at most 25 ms late, the 400 ms body timeout at most 22 ms. 150 ms is 4.5 times
+ * the worst.
+ */
+export const TIMER_SLACK_MS = 150;
+
+/**
  * Creates sockets and managers for one server and one transport configuration, and
  * remembers them so that `closeAll()` (call it in `after`/`afterEach`) closes them all.
  */

@@ -61,6 +61,14 @@ pub struct NodeFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_buffered_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body_timeout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attachments: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_sessions_per_address: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshakes_per_address_per_second: Option<u64>,
@@ -468,6 +476,10 @@ impl Config {
             cors_credentials: Some(self.cors_credentials),
             max_header_bytes: Some(self.max_header_bytes),
             max_buffered_bytes: Some(self.max_buffered_bytes as u64),
+            max_connections: Some(self.max_connections),
+            max_sessions: Some(self.max_sessions),
+            request_body_timeout: Some(self.request_body_timeout),
+            max_attachments: Some(self.max_attachments),
             max_sessions_per_address: Some(self.max_sessions_per_address as u64),
             handshakes_per_address_per_second: Some(self.handshakes_per_address_per_second as u64),
             limit_loopback: Some(self.limit_loopback),
@@ -665,6 +677,42 @@ node_id = "from-file"
         let path = write_temp("range", "[node]\nmembership_ttl = 10\n");
         let e = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str()]).unwrap_err().to_string();
         assert!(e.contains("line 2, key node.membership_ttl"), "{e}");
+    }
+
+    /// The four limits that were builder options only: a flag, a `[node]` key, printed,
+    /// checked, and given to the library (start and serve_options).
+    #[tokio::test]
+    async fn connection_session_body_and_attachment_limits_are_flags_and_keys() {
+        let c = Config::load(["shoal"]).unwrap();
+        assert_eq!(
+            (c.max_connections, c.max_sessions, c.request_body_timeout, c.max_attachments),
+            (100_000, 100_000, 10_000, 10),
+            "the library's defaults"
+        );
+        let path = write_temp(
+            "limits",
+            "[node]\nmax_connections = 500\nmax_sessions = 400\nrequest_body_timeout = 2500\nmax_attachments = 3\n",
+        );
+        let c = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str(), "--max-sessions".as_ref(), "300".as_ref()]).unwrap();
+        assert_eq!((c.max_connections, c.max_sessions, c.request_body_timeout, c.max_attachments), (500, 300, 2500, 3));
+        let text = c.to_toml();
+        for line in ["max_connections = 500\n", "max_sessions = 300\n", "request_body_timeout = 2500\n", "max_attachments = 3\n"] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+        parse_file(&text).unwrap();
+        let io = c.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        assert_eq!(c.serve_options(&io).max_connections, 500);
+        let engine = io.engine().config();
+        assert_eq!((engine.max_sessions, engine.request_body_timeout), (300, std::time::Duration::from_millis(2500)));
+
+        for (key, bad) in [("max_connections", "0"), ("max_sessions", "0"), ("request_body_timeout", "0"), ("max_attachments", "1000000")] {
+            let path = write_temp(&format!("bad-{key}"), &format!("[node]\n\n{key} = {bad}\n"));
+            let e = Config::load(["shoal".as_ref(), "--config".as_ref(), path.as_os_str()]).unwrap_err().to_string();
+            assert!(e.contains(&format!("line 3, key node.{key}")), "{key} = {bad}: {e}");
+            let flag = format!("--{}", key.replace('_', "-"));
+            assert!(Config::load(["shoal", flag.as_str(), bad]).is_err(), "{flag} {bad} accepted");
+        }
+        assert_eq!(Config::load(["shoal", "--max-attachments", "0"]).unwrap().max_attachments, 0, "0: no binary packets at all");
     }
 
     #[test]

@@ -72,6 +72,24 @@ pub struct Config {
     #[arg(long, env = "SHOAL_MAX_BUFFERED_BYTES", default_value_t = 8 << 20)]
     pub max_buffered_bytes: usize,
 
+    /// Most open TCP connections on --listen (WebSocket ones included); a connection past
+    /// it is closed as soon as it is accepted.
+    #[arg(long, env = "SHOAL_MAX_CONNECTIONS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
+    /// Most open sessions on this node; more handshakes get 403 "Too many sessions".
+    #[arg(long, env = "SHOAL_MAX_SESSIONS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions: u64,
+
+    /// Milliseconds a polling POST body may take to arrive; a slower one gets 408.
+    #[arg(long, env = "SHOAL_REQUEST_BODY_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_body_timeout: u64,
+
+    /// Most binary attachments one packet may announce (at most 999999, what the
+    /// protocol's count can say); more close the session as a parse error.
+    #[arg(long, env = "SHOAL_MAX_ATTACHMENTS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(..1_000_000))]
+    pub max_attachments: u64,
+
     /// Most sessions one client address may hold at once; more handshakes get 403.
     #[arg(long, env = "SHOAL_MAX_SESSIONS_PER_ADDRESS", default_value_t = 1_000)]
     pub max_sessions_per_address: usize,
@@ -267,6 +285,9 @@ impl Config {
             .max_payload(self.max_payload)
             .connect_timeout(Duration::from_millis(self.connect_timeout))
             .max_buffered_bytes(self.max_buffered_bytes)
+            .max_sessions(self.max_sessions as usize)
+            .request_body_timeout(Duration::from_millis(self.request_body_timeout))
+            .max_attachments(self.max_attachments as usize)
             .transports(transports)
             .trusted_proxies(trusted)
             .max_sessions_per_address(self.max_sessions_per_address)
@@ -332,6 +353,7 @@ impl Config {
         shoal::ServeOptions {
             proxy_protocol: self.proxy_protocol,
             max_header_bytes: self.max_header_bytes as usize,
+            max_connections: self.max_connections as usize,
             ..io.serve_options()
         }
     }

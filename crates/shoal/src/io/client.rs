@@ -9,7 +9,7 @@ use super::socket::Socket;
 use super::{run_handler, DisconnectReason, ServerShared};
 use crate::engine::{CloseReason, Message, ProtocolVersion, Session};
 use crate::protocol::msgpack_packet;
-use crate::protocol::socket_packet::{decode, Decoded, Packet, PacketKind, PartialPacket};
+use crate::protocol::socket_packet::{decode, DecodeError, Decoded, Packet, PacketKind, PartialPacket};
 use crate::protocol::{Parser, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,6 +116,9 @@ impl Client {
                         None
                     }
                     Err(e) => {
+                        if matches!(e, DecodeError::TooManyAttachments(_)) {
+                            server.config.limits.hits.hit(crate::metrics::Limit::MaxAttachments);
+                        }
                         protocol_error(session, &e.to_string());
                         None
                     }

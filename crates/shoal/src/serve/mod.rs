@@ -44,7 +44,8 @@ pub struct ServeOptions {
     /// the header is read and ignored: the peer address stays the socket's. Usually
     /// `io.trusted_proxies().clone()`.
     pub trusted_proxies: TrustedProxies,
-    /// Where the listener counts the limits it enforces (request heads answered 431).
+    /// Where the listener counts the limits it enforces (request heads answered 431,
+    /// connections refused over `max_connections`).
     /// [`crate::Server::serve_options`] sets it to the server's, so they show in its
     /// metrics; the default counts into nothing that is exposed.
     pub limit_hits: LimitHits,
@@ -105,7 +106,8 @@ where
             },
         };
         if open.load(Ordering::Relaxed) >= options.max_connections {
-            tracing::warn!(%peer, "connection limit reached, refusing");
+            options.limit_hits.hit(Limit::MaxConnections);
+            tracing::warn!(%peer, limit = options.max_connections, "connection limit reached, refusing");
             drop(stream);
             continue;
         }
