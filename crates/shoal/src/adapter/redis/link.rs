@@ -539,10 +539,21 @@ async fn send_publishes(conn: &Conn, cmds: &mut Vec<redis::Cmd>, stats: &LinkSta
             pipe.add_command(cmd.clone());
         }
         send_retrying(conn, Request::Batch(&pipe), cmds.len() as u64, stats, failing).await;
-    } else {
-        for cmd in cmds.iter() {
-            send_retrying(conn, Request::One(cmd), 1, stats, failing).await;
+    } else if cmds.len() > 1 {
+        // A Redis Cluster pipeline must stay in one slot, and these go to many: they are
+        // sent together instead (submitted in order, so each primary's connection gets
+        // them in order), and any that failed go again one by one, in order.
+        let sent = futures_util::future::join_all(cmds.iter().map(|cmd| conn.send(Request::One(cmd)))).await;
+        let mut published = 0;
+        for (cmd, result) in cmds.iter().zip(sent) {
+            match result {
+                Ok(_) => published += 1,
+                Err(_) => send_retrying(conn, Request::One(cmd), 1, stats, failing).await,
+            }
         }
+        stats.published.fetch_add(published, Ordering::Relaxed);
+    } else if let Some(cmd) = cmds.first() {
+        send_retrying(conn, Request::One(cmd), 1, stats, failing).await;
     }
     cmds.clear();
 }
