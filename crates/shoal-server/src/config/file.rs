@@ -332,12 +332,18 @@ fn check_gateway(file: &FileConfig) -> Result<(), String> {
         return Err("[proxy]: timeout, max_body, max_in_flight and max_queued_events must be above 0".into());
     }
     let mut any_proxy = false;
+    let mut names = std::collections::HashSet::new();
     for (i, ns) in file.namespaces.iter().enumerate() {
         let at = format!("namespaces[{i}]");
         match (&ns.name, &ns.pattern) {
             (Some(name), None) => {
                 if !name.starts_with('/') {
                     return Err(format!("{at}.name: a namespace starts with `/` (got {name:?})"));
+                }
+                // Twice would mean two middlewares and two handlers: every connect and
+                // event sent to the app twice (the node refuses it at start too).
+                if !names.insert(name.as_str()) {
+                    return Err(format!("{at}.name: {name:?} is configured twice"));
                 }
             }
             (None, Some(pattern)) => {
@@ -355,6 +361,12 @@ fn check_gateway(file: &FileConfig) -> Result<(), String> {
             check_url(url).map_err(|e| format!("{at}.{kind}.url: {e}"))?;
             if timeout == Some(0) {
                 return Err(format!("{at}.{kind}.timeout: must be above 0"));
+            }
+        }
+        let bodies = [ns.connect.as_ref().map(|c| ("connect", c.max_body)), ns.events.as_ref().map(|e| ("events", e.max_body))];
+        for (kind, max_body) in bodies.into_iter().flatten() {
+            if max_body == Some(0) {
+                return Err(format!("{at}.{kind}.max_body: must be above 0 (every answer with a body would be too large)"));
             }
         }
         if let Some(events) = &ns.events {
@@ -757,6 +769,11 @@ tokens = ["t1"]
         let e = parse_file("[proxy]\nsecret = \"s\"\n[[namespaces]]\nname = \"/\"\nconnect = { url = \"https://x/c\" }\n").unwrap_err();
         assert!(e.contains("namespaces[0].connect.url"), "{e}");
         assert!(parse_file("[api]\ntokens = []\n").unwrap_err().contains("tokens"));
+        let twice = "[proxy]\nsecret = \"s\"\n[[namespaces]]\nname = \"/chat\"\n[[namespaces]]\nname = \"/chat\"\n";
+        assert_eq!(parse_file(twice).unwrap_err(), "namespaces[1].name: \"/chat\" is configured twice");
+        let zero = "[proxy]\nsecret = \"s\"\n[[namespaces]]\nname = \"/\"\nevents = { url = \"http://127.0.0.1:4000/e\", names = [\"*\"], max_body = 0 }\n";
+        let e = parse_file(zero).unwrap_err();
+        assert!(e.starts_with("namespaces[0].events.max_body: must be above 0"), "{e}");
     }
 
     #[test]
