@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use futures_util::SinkExt;
-use shoal::{Event, Server, ServeOptions, Socket};
+use shoal::{Event, Server, ServerBuilder, ServeOptions, Socket};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -280,15 +280,7 @@ async fn an_oversized_request_head_is_answered_431() {
 /// the session beside it goes on.
 #[tokio::test]
 async fn an_oversized_websocket_message_closes_its_session_and_is_counted() {
-    let io = Server::builder().max_payload(10_000).build();
-    io.on_connection(|socket: Socket| async move {
-        socket.on("echo", |_socket: Socket, ev: Event| async move {
-            ev.ack(ev.args.clone());
-        });
-    });
-    let addr = serve_io(&io).await;
-    let mut good = sio_connect(addr).await;
-    let mut bad = sio_connect(addr).await;
+    let (io, mut good, mut bad) = echo_pair(Server::builder().max_payload(10_000)).await;
     bad.send(WsMessage::Text(format!("42[\"echo\",\"{}\"]", "x".repeat(20_000)).into())).await.unwrap();
     assert!(closed_within(&mut bad, Duration::from_secs(2)).await, "the oversized message did not close its session");
     let metrics = io.metrics_text();
@@ -326,15 +318,7 @@ async fn a_connection_past_max_connections_is_closed_unanswered_and_counted() {
 /// beside it goes on.
 #[tokio::test]
 async fn a_packet_over_max_attachments_closes_its_session_and_is_counted() {
-    let io = Server::builder().max_attachments(2).build();
-    io.on_connection(|socket: Socket| async move {
-        socket.on("echo", |_socket: Socket, ev: Event| async move {
-            ev.ack(ev.args.clone());
-        });
-    });
-    let addr = serve_io(&io).await;
-    let mut good = sio_connect(addr).await;
-    let mut bad = sio_connect(addr).await;
+    let (io, mut good, mut bad) = echo_pair(Server::builder().max_attachments(2)).await;
     send_text(&mut good, r#"452-1["echo",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#).await;
     good.send(WsMessage::binary(vec![1u8])).await.unwrap();
     good.send(WsMessage::binary(vec![2u8])).await.unwrap();
@@ -346,4 +330,18 @@ async fn a_packet_over_max_attachments_closes_its_session_and_is_counted() {
     assert_eq!(limit_hits(&io, "max_attachments"), 1);
     send_text(&mut good, "421[\"echo\",\"still here\"]").await;
     assert_eq!(next_non_ping(&mut good).await.as_deref(), Some("431[\"still here\"]"));
+}
+
+/// A server from `builder` whose `echo` acks its arguments, served, and two sessions
+/// connected to `/`: one to misbehave, one that must not notice.
+async fn echo_pair(builder: ServerBuilder) -> (Server, Ws, Ws) {
+    let io = builder.build();
+    io.on_connection(|socket: Socket| async move {
+        socket.on("echo", |_socket: Socket, ev: Event| async move {
+            ev.ack(ev.args.clone());
+        });
+    });
+    let addr = serve_io(&io).await;
+    let (good, bad) = (sio_connect(addr).await, sio_connect(addr).await);
+    (io, good, bad)
 }
