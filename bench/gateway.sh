@@ -196,6 +196,13 @@ cat >"$OUT/meta.json" <<JSON
 JSON
 
 FAILED=0
+# The next port after PORT that nothing listens on, nor on PORT + 1000 (the app's): this
+# machine's own services (NATS on 4222, PostgreSQL on 5432, RabbitMQ on 5672) sit in the range.
+busy() { ss -ltnH "( sport = :$1 )" 2>/dev/null | grep -q .; }
+next_port() {
+  PORT=$((PORT + 1))
+  while busy "$PORT" || busy $((PORT + 1000)); do PORT=$((PORT + 1)); done
+}
 PORT=$((4200 + RANDOM % 1000))
 T0=$SECONDS
 IFS=, read -r -a RATE_LIST <<<"$RATES"
@@ -205,7 +212,7 @@ for server in "${SERVER_LIST[@]}"; do
     rate=${RATE_LIST[$k]}
     secs=$STEP_DURATION; ((k == 0)) && secs=$DURATION
     run="${server}__${rate}"
-    PORT=$((PORT + 1))
+    next_port
     log "$server: $CLIENTS clients, $rate events/s, ${secs} s measured"
     if ! start_server "$server" "$PORT" "$run"; then
       FAILED=1; stop_servers; break

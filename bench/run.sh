@@ -158,6 +158,12 @@ cat >"$OUT/meta.json" <<JSON
 JSON
 
 FAILED=0
+# The next port after PORT that nothing listens on (this machine's own services, e.g.
+# MariaDB on 3306 and NATS on 4222, sit in the range; a bind there fails with EADDRINUSE).
+next_port() {
+  PORT=$((PORT + 1))
+  while ss -ltnH "( sport = :$PORT )" 2>/dev/null | grep -q .; do PORT=$((PORT + 1)); done
+}
 PORT=$((3200 + RANDOM % 1000))
 T0=$SECONDS
 # One run: server NAME, scenario NAME, loadgen ARGS, seconds to wait for a quiet machine.
@@ -165,7 +171,7 @@ T0=$SECONDS
 run_one() {
   local server=$1 name=$2 args=$3 quiet=$4 check=()
   pinning "$name"
-  PORT=$((PORT + 1))
+  next_port
   start_server "$server" "$PORT" || return 1
   # Smoke runs check that every run is healthy; full runs first wait for a quiet machine.
   if [[ $MODE == smoke ]]; then check=(--check); else check=(--wait-quiet "$quiet"); fi
