@@ -11,6 +11,7 @@
 
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -224,13 +225,28 @@ export async function startShoal(options = {}) {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (true) {
     if (proc.exited) throw proc.failure("exited before it was ready");
-    if (await canConnect(port)) return handle(proc, port);
+    // Serving, not just bound: a node binds its listener before it joins the cluster (and
+    // may still exit, e.g. on a node id clash), and the kernel accepts connections on a
+    // bound listener meanwhile. An HTTP answer comes only once it serves.
+    if ((await canConnect(port)) && (await answersHttp(port))) return handle(proc, port);
     if (Date.now() > deadline) {
       await proc.kill();
       throw proc.failure(`port ${port} did not accept connections within ${READY_TIMEOUT_MS} ms`);
     }
     await sleep(50);
   }
+}
+
+/** True if an HTTP GET /health on 127.0.0.1:port gets any answer within a second. */
+function answersHttp(port) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: "127.0.0.1", port, path: "/health", timeout: 1000 }, (res) => {
+      res.resume();
+      resolve(true);
+    });
+    req.once("timeout", () => req.destroy());
+    req.once("error", () => resolve(false));
+  });
 }
 
 /** True if something accepts TCP connections on 127.0.0.1:port. */
