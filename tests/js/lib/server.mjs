@@ -240,7 +240,8 @@ export async function startShoal(options = {}) {
 /** True if an HTTP GET /health on 127.0.0.1:port gets any answer within a second. */
 function answersHttp(port) {
   return new Promise((resolve) => {
-    const req = http.get({ host: "127.0.0.1", port, path: "/health", timeout: 1000 }, (res) => {
+    // No keep-alive: the probe must not hold one of the node's connections (--max-connections).
+    const req = http.get({ host: "127.0.0.1", port, path: "/health", timeout: 1000, agent: false, headers: { connection: "close" } }, (res) => {
       res.resume();
       resolve(true);
     });
